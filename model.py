@@ -1,0 +1,141 @@
+"""The generator/critic pairs of the paper, built from ops.
+
+32x32 DCGAN pair for MNIST and SVHN, 64x64 ResNet pair for LSUN. Networks know
+nothing about tasks: a generator maps (z, class) to images in [-1, 1], a critic
+maps images to (Wasserstein score, class logits).
+"""
+import keras
+import tensorflow as tf
+
+import ops
+
+Z_DIM = 128
+
+
+class DCGANGenerator(keras.Model):
+    """dense -> 4x4x4w, three 5x5 stride-2 transposed convs; class via conditional BN."""
+
+    def __init__(self, num_classes, channels, width=32, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.project = ops.dense(Z_DIM, 4 * 4 * 4 * width)
+        self.norms = [ops.ConditionalBatchNorm(num_classes) for _ in range(3)]
+        self.upsamplers = [ops.transposed_conv(4 * width, 2 * width, 5),
+                           ops.transposed_conv(2 * width, width, 5)]
+        self.to_image = ops.transposed_conv(width, channels, 5)
+
+    def call(self, z, labels):
+        x = tf.reshape(self.project(z), [-1, 4, 4, 4 * self.width])
+        x = tf.nn.relu(self.norms[0](x, labels))
+        for upsample, norm in zip(self.upsamplers, self.norms[1:]):
+            x = tf.nn.relu(norm(upsample(x), labels))
+        return tf.tanh(self.to_image(x))
+
+
+class DCGANCritic(keras.Model):
+    """Three 5x5 stride-2 convs with LeakyReLU 0.2, no normalisation, two heads."""
+
+    def __init__(self, num_classes, channels, width=32, **kwargs):
+        super().__init__(**kwargs)
+        sizes = [channels, width, 2 * width, 4 * width]
+        self.convs = [ops.conv(sizes[i], sizes[i + 1], 5, stride=2) for i in range(3)]
+        features = 4 * 4 * 4 * width
+        self.score_head = ops.dense(features, 1)
+        self.class_head = ops.dense(features, num_classes)
+
+    def call(self, images):
+        x = images
+        for layer in self.convs:
+            x = tf.nn.leaky_relu(layer(x), alpha=0.2)
+        x = tf.reshape(x, [tf.shape(x)[0], -1])
+        return tf.squeeze(self.score_head(x), axis=1), self.class_head(x)
+
+
+class ResidualUp(keras.layers.Layer):
+    """BN, ReLU, nearest x2 + 3x3 conv, BN, ReLU, 3x3 conv; 1x1 conv shortcut."""
+
+    def __init__(self, in_channels, out_channels, **kwargs):
+        super().__init__(**kwargs)
+        self.shortcut = ops.conv(in_channels, out_channels, 1, he=False)
+        self.norm1, self.norm2 = ops.BatchNorm(), ops.BatchNorm()
+        self.conv1 = ops.conv(in_channels, out_channels, 3, use_bias=False)
+        self.conv2 = ops.conv(out_channels, out_channels, 3)
+
+    def call(self, x):
+        residual = self.conv1(ops.upsample_nearest(tf.nn.relu(self.norm1(x))))
+        residual = self.conv2(tf.nn.relu(self.norm2(residual)))
+        return self.shortcut(ops.upsample_nearest(x)) + residual
+
+
+class ResidualDown(keras.layers.Layer):
+    """LN, ReLU, 3x3 conv, LN, ReLU, 3x3 conv + mean-pool; mean-pool + 1x1 conv shortcut."""
+
+    def __init__(self, in_channels, out_channels, **kwargs):
+        super().__init__(**kwargs)
+        self.shortcut = ops.conv(in_channels, out_channels, 1, he=False)
+        self.norm1, self.norm2 = ops.LayerNorm(), ops.LayerNorm()
+        self.conv1 = ops.conv(in_channels, in_channels, 3, use_bias=False)
+        self.conv2 = ops.conv(in_channels, out_channels, 3)
+
+    def call(self, x):
+        residual = self.conv1(tf.nn.relu(self.norm1(x)))
+        residual = ops.mean_pool(self.conv2(tf.nn.relu(self.norm2(residual))))
+        return self.shortcut(ops.mean_pool(x)) + residual
+
+
+class ResNetGenerator(keras.Model):
+    """z with the one-hot class -> 4x4x8w -> four up blocks -> 64x64 (LSUN)."""
+
+    def __init__(self, num_classes, channels, width=64, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.width = num_classes, width
+        self.project = ops.dense(Z_DIM + num_classes, 4 * 4 * 8 * width)
+        sizes = [8 * width, 8 * width, 4 * width, 2 * width, width]
+        self.blocks = [ResidualUp(sizes[i], sizes[i + 1]) for i in range(4)]
+        self.norm = ops.BatchNorm()
+        self.to_image = ops.conv(width, channels, 3)
+
+    def call(self, z, labels):
+        x = tf.concat([z, tf.one_hot(labels, self.num_classes)], axis=1)
+        x = tf.reshape(self.project(x), [-1, 4, 4, 8 * self.width])
+        for block in self.blocks:
+            x = block(x)
+        return tf.tanh(self.to_image(tf.nn.relu(self.norm(x))))
+
+
+class ResNetCritic(keras.Model):
+    """3x3 conv -> four down blocks with layer norm -> 4x4x8w, two heads (LSUN)."""
+
+    def __init__(self, num_classes, channels, width=64, **kwargs):
+        super().__init__(**kwargs)
+        self.stem = ops.conv(channels, width, 3, he=False)
+        sizes = [width, 2 * width, 4 * width, 8 * width, 8 * width]
+        self.blocks = [ResidualDown(sizes[i], sizes[i + 1]) for i in range(4)]
+        features = 4 * 4 * 8 * width
+        self.score_head = ops.dense(features, 1)
+        self.class_head = ops.dense(features, num_classes)
+
+    def call(self, images):
+        x = self.stem(images)
+        for block in self.blocks:
+            x = block(x)
+        x = tf.reshape(x, [tf.shape(x)[0], -1])
+        return tf.squeeze(self.score_head(x), axis=1), self.class_head(x)
+
+
+ARCHITECTURES = {
+    'dcgan32': (DCGANGenerator, DCGANCritic),
+    'resnet64': (ResNetGenerator, ResNetCritic),
+}
+
+
+def build_generator(architecture, num_classes, image_shape):
+    generator = ARCHITECTURES[architecture][0](num_classes, image_shape[-1])
+    generator(tf.zeros([2, Z_DIM]), tf.zeros([2], tf.int32))  # create the weights now
+    return generator
+
+
+def build_critic(architecture, num_classes, image_shape):
+    critic = ARCHITECTURES[architecture][1](num_classes, image_shape[-1])
+    critic(tf.zeros([2, *image_shape]))
+    return critic

@@ -1,0 +1,154 @@
+"""Layers and losses the paper needs, as small stateless pieces.
+
+Losses are plain functions of tensors. Layers hold only their weights; batch
+statistics always come from the current batch (the reference code never kept
+moving averages, also not when sampling).
+"""
+import math
+
+import keras
+import tensorflow as tf
+
+BATCH_NORM_EPSILON = 1e-5
+
+
+# --- initialisation as in the reference code (tflib) -------------------------
+
+def reference_uniform(std):
+    """Uniform initializer with the given standard deviation (tflib's choice)."""
+    limit = std * math.sqrt(3.0)
+    return keras.initializers.RandomUniform(-limit, limit)
+
+
+def dense_init_std(fan_in, fan_out):
+    return math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def conv_init_std(in_channels, out_channels, kernel_size, stride=1, transposed=False, he=True):
+    """tflib's conv rule: fan_out shrinks by stride^2 (fan_in for transposed convs)."""
+    fan_in = in_channels * kernel_size ** 2
+    fan_out = out_channels * kernel_size ** 2
+    if transposed:
+        fan_in /= stride ** 2
+    else:
+        fan_out /= stride ** 2
+    return math.sqrt((4.0 if he else 2.0) / (fan_in + fan_out))
+
+
+def dense(in_features, units, name=None):
+    return keras.layers.Dense(
+        units, kernel_initializer=reference_uniform(dense_init_std(in_features, units)),
+        bias_initializer='zeros', name=name)
+
+
+def conv(in_channels, filters, kernel_size, stride=1, he=True, use_bias=True, name=None):
+    std = conv_init_std(in_channels, filters, kernel_size, stride, he=he)
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=stride, padding='same', use_bias=use_bias,
+        kernel_initializer=reference_uniform(std), bias_initializer='zeros', name=name)
+
+
+def transposed_conv(in_channels, filters, kernel_size, stride=2, name=None):
+    std = conv_init_std(in_channels, filters, kernel_size, stride, transposed=True)
+    return keras.layers.Conv2DTranspose(
+        filters, kernel_size, strides=stride, padding='same',
+        kernel_initializer=reference_uniform(std), bias_initializer='zeros', name=name)
+
+
+# --- normalisation -----------------------------------------------------------
+
+def standardize(x, axes, epsilon=BATCH_NORM_EPSILON):
+    mean, variance = tf.nn.moments(x, axes=axes, keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + epsilon)
+
+
+class ConditionalBatchNorm(keras.layers.Layer):
+    """Batch norm whose per-channel scale and offset are looked up by class."""
+
+    def __init__(self, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(self.num_classes, channels), initializer='ones', name='gamma')
+        self.beta = self.add_weight(shape=(self.num_classes, channels), initializer='zeros', name='beta')
+
+    def call(self, x, labels):
+        normalized = standardize(x, axes=[0, 1, 2])
+        gamma = tf.gather(self.gamma, labels)[:, None, None, :]
+        beta = tf.gather(self.beta, labels)[:, None, None, :]
+        return normalized * gamma + beta
+
+
+class BatchNorm(keras.layers.Layer):
+    """Unconditional batch norm on batch statistics (LSUN generator)."""
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer='ones', name='gamma')
+        self.beta = self.add_weight(shape=(channels,), initializer='zeros', name='beta')
+
+    def call(self, x):
+        return standardize(x, axes=[0, 1, 2]) * self.gamma + self.beta
+
+
+class LayerNorm(keras.layers.Layer):
+    """Per-sample norm over H, W, C with per-channel scale (LSUN critic).
+
+    Per sample, so the critic's gradient penalty stays a per-sample quantity.
+    """
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer='ones', name='gamma')
+        self.beta = self.add_weight(shape=(channels,), initializer='zeros', name='beta')
+
+    def call(self, x):
+        return standardize(x, axes=[1, 2, 3]) * self.gamma + self.beta
+
+
+def mean_pool(x):
+    return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding='VALID')
+
+
+def upsample_nearest(x):
+    return tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+
+
+# --- losses --------------------------------------------------------------------
+
+def critic_wasserstein_loss(real_scores, fake_scores):
+    """Critic side of WGAN: E[D(fake)] - E[D(real)]."""
+    return tf.reduce_mean(fake_scores) - tf.reduce_mean(real_scores)
+
+
+def generator_wasserstein_loss(fake_scores):
+    return -tf.reduce_mean(fake_scores)
+
+
+def sample_interpolation_weights(rng, batch_size):
+    """WGAN-GP's alpha: one U(0, 1) draw per sample, broadcast over pixels."""
+    return rng.uniform([batch_size, 1, 1, 1], 0.0, 1.0)
+
+
+def gradient_penalty(critic_score, real, fake, alpha):
+    """E[(||grad_x D(x)||_2 - 1)^2] on x = real + alpha (fake - real) (Gulrajani et al.)."""
+    interpolates = real + alpha * (fake - real)
+    with tf.GradientTape() as tape:
+        tape.watch(interpolates)
+        scores = critic_score(interpolates)
+    gradients = tape.gradient(scores, interpolates)
+    # The tiny constant keeps sqrt differentiable where a gradient vanishes.
+    slopes = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + 1e-12)
+    return tf.reduce_mean(tf.square(slopes - 1.0))
+
+
+def classification_loss(logits, labels):
+    """AC-GAN auxiliary cross-entropy, mean over the batch."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def replay_alignment_loss(new_images, old_images):
+    """0.5 * sum of squared pixel differences between the two generators' images."""
+    return 0.5 * tf.reduce_sum(tf.square(new_images - old_images))

@@ -1,0 +1,254 @@
+"""The compiled WGAN-GP training step, its checkpointed state and the task loop.
+
+Shared by main.py (sequential tasks, with a replay strategy) and joint.py (one
+task holding every class). One tf.function call runs the critic steps and the
+generator step of one generator iteration; per-task values enter as int32
+tensors, so moving to the next task never retraces.
+"""
+import os
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import model
+import ops
+import utils
+from data import group_by_class
+
+BATCH_SIZE = 64
+CRITIC_STEPS = 5
+GRADIENT_PENALTY_WEIGHT = 10.0
+LEARNING_RATE = 1e-4
+ADAM_BETAS = (0.0, 0.9)
+GRID_SIZE = 100
+
+
+class TaskSpec(NamedTuple):
+    """Per-task inputs of the compiled step."""
+    real_start: int       # real images come from the class-sorted pool [real_start, real_end)
+    real_end: int
+    fake_label_low: int   # fake labels are uniform in [low, high)
+    fake_label_high: int
+    earlier_classes: int  # the old generator replays classes 0 .. earlier_classes - 1
+
+
+class Task(NamedTuple):
+    number: int           # 1-based, as in file names
+    spec: TaskSpec
+    seen_classes: list
+    new_classes: list
+
+
+class Models(NamedTuple):
+    generator: object
+    critic: object
+    old_generator: object
+
+
+class Replay(NamedTuple):
+    """What a strategy gets from task 2 on: noise and labels of earlier classes,
+    the old generator's images for them, and class_scale (see main.py)."""
+    z: object
+    labels: object
+    old_images: object
+    class_scale: object
+
+
+def make_adam():
+    return keras.optimizers.Adam(LEARNING_RATE, beta_1=ADAM_BETAS[0], beta_2=ADAM_BETAS[1], epsilon=1e-8)
+
+
+def reset_optimizer(optimizer):
+    """Fresh Adam state (moments and step count) for a new task; the learning rate stays."""
+    for variable in optimizer.variables:
+        if not variable.path.endswith('learning_rate'):
+            variable.assign(tf.zeros_like(variable))
+
+
+def sum_terms(terms):
+    return tf.add_n([tf.constant(0.0), *terms.values()])
+
+
+class Trainer:
+    """Models, optimisers, random state and the compiled step of one run."""
+
+    def __init__(self, args, data, strategy, settings):
+        if args.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(args.seed)
+        self.args, self.data, self.strategy = args, data, strategy
+        self.split_replay_batch = settings['split_replay_batch']
+        build = dict(architecture=settings['architecture'], num_classes=data.num_classes,
+                     image_shape=data.image_shape)
+        self.models = Models(model.build_generator(**build), model.build_critic(**build),
+                             model.build_generator(**build))
+        self.models.old_generator.trainable = False
+        self.generator_optimizer, self.critic_optimizer = make_adam(), make_adam()
+        self.generator_optimizer.build(self.models.generator.trainable_variables)
+        self.critic_optimizer.build(self.models.critic.trainable_variables)
+        self.rng = tf.random.Generator.from_seed(args.seed)
+        self.task_index = tf.Variable(0, dtype=tf.int64)   # tasks finished
+        self.iteration = tf.Variable(0, dtype=tf.int64)    # iterations done in the current task
+        self.checkpoint = tf.train.Checkpoint(
+            generator=self.models.generator, critic=self.models.critic,
+            old_generator=self.models.old_generator, generator_optimizer=self.generator_optimizer,
+            critic_optimizer=self.critic_optimizer, rng=self.rng, task_index=self.task_index,
+            iteration=self.iteration)
+        self.checkpoints = utils.RunCheckpoints(args.result_path, self.checkpoint)
+        pool_images, pool_labels, _ = group_by_class(data.train_x, data.train_y, data.num_classes)
+        # Eager tensors are captured by reference: batches are drawn in-graph from memory.
+        self.pool_images = tf.constant(pool_images)
+        self.pool_labels = tf.constant(pool_labels, tf.int32)
+        self.train_step = tf.function(self._train_step)
+        self.generate = tf.function(self.models.generator.call)
+
+    # --- compiled: CRITIC_STEPS critic updates, then one generator update ---
+    def _train_step(self, spec):
+        for _ in range(CRITIC_STEPS):
+            critic_metrics = self._critic_update(spec)
+        return {**critic_metrics, **self._generator_update(spec)}
+
+    def _real_batch(self, spec):
+        index = self.rng.uniform([BATCH_SIZE], spec.real_start, spec.real_end, dtype=tf.int32)
+        images = tf.cast(tf.gather(self.pool_images, index), tf.float32) / 127.5 - 1.0
+        return images, tf.gather(self.pool_labels, index)
+
+    def _fake_inputs(self, spec):
+        labels = self.rng.uniform([BATCH_SIZE], spec.fake_label_low, spec.fake_label_high, dtype=tf.int32)
+        return self.rng.normal([BATCH_SIZE, model.Z_DIM]), labels
+
+    def _replay_terms(self, spec, names, terms):
+        """A strategy's terms on a fresh replay batch, or zeros in the first task."""
+        if not names:
+            return {}
+
+        def with_replay():
+            earlier = spec.earlier_classes
+            per_class = BATCH_SIZE // earlier if self.split_replay_batch else BATCH_SIZE
+            labels = tf.repeat(tf.range(earlier), per_class)
+            z = self.rng.normal([tf.size(labels), model.Z_DIM])
+            scale = tf.cast(earlier if self.split_replay_batch else 1, tf.float32)
+            return terms(self.models, Replay(z, labels, self.models.old_generator(z, labels), scale))
+
+        return tf.cond(spec.earlier_classes > 0, with_replay,
+                       lambda: {name: tf.constant(0.0) for name in names})
+
+    def _critic_update(self, spec):
+        critic = self.models.critic
+        real_images, real_labels = self._real_batch(spec)
+        fake_images = self.models.generator(*self._fake_inputs(spec))
+        alpha = ops.sample_interpolation_weights(self.rng, BATCH_SIZE)
+        with tf.GradientTape() as tape:
+            real_scores, real_logits = critic(real_images)
+            fake_scores, _ = critic(fake_images)
+            wasserstein = ops.critic_wasserstein_loss(real_scores, fake_scores)
+            penalty = ops.gradient_penalty(lambda x: critic(x)[0], real_images, fake_images, alpha)
+            classification = ops.classification_loss(real_logits, real_labels)
+            replay = self._replay_terms(spec, self.strategy.critic_term_names, self.strategy.critic_terms)
+            loss = wasserstein + GRADIENT_PENALTY_WEIGHT * penalty + classification + sum_terms(replay)
+        gradients = tape.gradient(loss, critic.trainable_variables)
+        self.critic_optimizer.apply_gradients(zip(gradients, critic.trainable_variables))
+        return {'critic/loss': loss, 'critic/wasserstein_estimate': -wasserstein,
+                'critic/gradient_penalty': penalty, 'critic/ac_loss': classification,
+                **{f'critic/{name}': value for name, value in replay.items()}}
+
+    def _generator_update(self, spec):
+        generator = self.models.generator
+        z, fake_labels = self._fake_inputs(spec)
+        with tf.GradientTape() as tape:
+            fake_scores, fake_logits = self.models.critic(generator(z, fake_labels))
+            adversarial = ops.generator_wasserstein_loss(fake_scores)
+            classification = ops.classification_loss(fake_logits, fake_labels)
+            replay = self._replay_terms(spec, self.strategy.generator_term_names, self.strategy.generator_terms)
+            loss = adversarial + classification + sum_terms(replay)
+        gradients = tape.gradient(loss, generator.trainable_variables)
+        self.generator_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
+        return {'generator/loss': loss, 'generator/ac_loss': classification,
+                **{f'generator/{name}': value for name, value in replay.items()}}
+
+    # --- task transitions, sampling, the loop ---
+    def begin_task(self):
+        """Old G := G and fresh Adam; the critic keeps its weights. Idempotent, so
+        a resume that lands exactly on a task boundary may redo it."""
+        for old, new in zip(self.models.old_generator.weights, self.models.generator.weights):
+            old.assign(new)
+        reset_optimizer(self.generator_optimizer)
+        reset_optimizer(self.critic_optimizer)
+
+    def sample_images(self, class_id, count):
+        """uint8 images of one class, generated in full batches (batch-norm statistics)."""
+        rng = np.random.default_rng([self.args.seed, class_id, count])
+        batches = []
+        for _ in range(0, count, BATCH_SIZE):
+            z = rng.standard_normal((BATCH_SIZE, model.Z_DIM)).astype(np.float32)
+            batches.append(self.generate(z, np.full(BATCH_SIZE, class_id, np.int32)).numpy())
+        return utils.to_uint8(np.concatenate(batches)[:count])
+
+    def save_class_grids(self, classes, fixed_noise, path_of):
+        for class_id in classes:
+            images = self.generate(fixed_noise, np.full(len(fixed_noise), class_id, np.int32)).numpy()
+            utils.save_grid(utils.to_uint8(images), os.path.join(self.args.result_path, path_of(class_id)))
+
+    def save_real_grids(self, classes):
+        for class_id in classes:
+            images = self.data.train_x[self.data.train_y == class_id][:GRID_SIZE]
+            utils.save_grid(images, os.path.join(self.args.result_path, 'samples', f'real_class_{class_id}.png'))
+
+    def fixed_noise(self):
+        return utils.load_or_create_fixed_noise(self.args.result_path, self.args.seed, GRID_SIZE, model.Z_DIM)
+
+    def train(self, tasks, resume):
+        args = self.args
+        if resume and self.checkpoints.restore_latest():
+            print(f'resuming at task {int(self.task_index) + 1}, iteration {int(self.iteration)}')
+        fixed_noise = self.fixed_noise()
+        log = utils.ScalarLog(os.path.join(args.result_path, 'logs'))
+        for task in tasks[int(self.task_index):]:
+            if int(self.iteration) == 0:
+                self.begin_task()
+            self.save_real_grids(task.new_classes)
+            spec = TaskSpec(*[tf.constant(value, tf.int32) for value in task.spec])
+            progress = utils.Progress(args.iters, f'task {task.number}/{len(tasks)}')
+            for done in range(int(self.iteration) + 1, args.iters + 1):
+                metrics = self.train_step(spec)
+                if done % args.log_every == 0:
+                    log.write(metrics, step=(task.number - 1) * args.iters + done)
+                if done % args.sample_every == 0 or done == args.iters:
+                    self.save_class_grids(task.seen_classes, fixed_noise,
+                                          lambda c: f'samples/task_{task.number}_iter_{done}_class_{c}.png')
+                if done % args.ckpt_every == 0 and done < args.iters:
+                    self.iteration.assign(done)
+                    self.checkpoints.save_latest()
+                progress.update(done, f"| critic loss {float(metrics['critic/loss']):.3f}")
+            self.checkpoints.save_task_end(task.number)
+            self.task_index.assign(task.number)
+            self.iteration.assign(0)
+            self.checkpoints.save_latest()
+        log.close()
+
+    def test(self, tasks, evaluate):
+        """Grids and metrics for every end-of-task checkpoint; returns how many were found."""
+        fixed_noise = self.fixed_noise()
+        classifier = None
+        records = []
+        for task in tasks:
+            if not self.checkpoints.restore_task_end(task.number):
+                continue
+            self.save_class_grids(task.seen_classes, fixed_noise,
+                                  lambda c: f'test/task_{task.number}_class_{c}.png')
+            if classifier is None:
+                classifier = evaluate.load_or_train_classifier(
+                    self.data, self.args.classifier_dir, self.args.retrain_classifier, self.args.eval_classifier)
+            records.append(evaluate.evaluate_task(self.sample_images, task.number, task.seen_classes,
+                                                  self.data, classifier, self.args))
+            if self.args.export_samples:
+                evaluate.export_samples(self.sample_images, task.seen_classes, self.args.export_samples,
+                                        os.path.join(self.args.result_path, 'test', f'samples_task_{task.number}.npz'))
+        if records:
+            run_info = {key: getattr(self.args, key, None) for key in
+                        ('iters', 'seed', 'RA_factor', 'num_tasks', 'classes')}
+            evaluate.write_results(self.args.result_path, {'dataset': self.args.dataset, 'mode': self.args.mode,
+                                                           **run_info}, records)
+        return len(records)

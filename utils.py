@@ -1,0 +1,200 @@
+"""Run plumbing: CLI errors, result folders, config.json, fixed noise, image
+grids, checkpoints, TensorBoard scalars and progress. No method logic here."""
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+CONFIG_FILE = 'config.json'
+FIXED_NOISE_FILE = 'fixed_noise.npy'
+
+
+class UsageError(Exception):
+    """Bad flags or an unusable result folder: reported with exit code 2."""
+
+
+def exit_with_usage_error(message):
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+
+
+# --- config.json and the result folder ----------------------------------------
+
+def package_versions():
+    import keras
+    import scipy
+    import tensorflow as tf
+    return {'python': platform.python_version(), 'tensorflow': tf.__version__,
+            'keras': keras.__version__, 'numpy': np.__version__, 'scipy': scipy.__version__}
+
+
+def read_config(result_path):
+    path = os.path.join(result_path, CONFIG_FILE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as error:
+        raise UsageError(f'{path} is unreadable ({error})') from error
+
+
+def write_config(result_path, config):
+    os.makedirs(result_path, exist_ok=True)
+    path = os.path.join(result_path, CONFIG_FILE)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    os.replace(path + '.tmp', path)
+
+
+def claim_result_path(result_path, run_identity, resume, overwrite):
+    """Decide whether a training run may use result_path; never deletes a folder
+    that is not a run of ours. Returns True when an earlier run is continued."""
+    if not os.path.exists(result_path) or not os.listdir(result_path):
+        return False
+    if not os.path.isdir(result_path):
+        raise UsageError(f'--result_path {result_path} is a file, not a folder')
+    previous = read_config(result_path)
+    if previous is None:
+        raise UsageError(f'--result_path {result_path} is not empty and holds no {CONFIG_FILE}; '
+                         'choose an empty or new folder')
+    if overwrite:
+        shutil.rmtree(result_path)
+        return False
+    if not resume:
+        raise UsageError(f'--result_path {result_path} already holds a run; '
+                         'add --resume to continue it or --overwrite to replace it')
+    differences = {key: (previous.get('run', {}).get(key), value)
+                   for key, value in run_identity.items()
+                   if previous.get('run', {}).get(key) != value}
+    if differences:
+        listed = ', '.join(f'{k}: saved {a!r}, now {b!r}' for k, (a, b) in sorted(differences.items()))
+        raise UsageError(f'--resume: {result_path} holds a different run ({listed})')
+    return True
+
+
+# --- fixed noise and image grids -------------------------------------------------
+
+def load_or_create_fixed_noise(result_path, seed, count, z_dim):
+    """Noise for sample grids, saved with the run so grids stay comparable."""
+    path = os.path.join(result_path, FIXED_NOISE_FILE)
+    if os.path.exists(path):
+        return np.load(path)
+    noise = np.random.default_rng(seed).standard_normal((count, z_dim)).astype(np.float32)
+    os.makedirs(result_path, exist_ok=True)
+    np.save(path, noise)
+    return noise
+
+
+def to_uint8(images):
+    """[-1, 1] floats to uint8 pixels."""
+    return np.clip(np.rint((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(images, rows):
+    """Tile uint8 NHWC images into one HWC image, row-major."""
+    count, height, width, channels = images.shape
+    cols = -(-count // rows)
+    grid = np.zeros((rows * height, cols * width, channels), np.uint8)
+    for index, image in enumerate(images):
+        r, c = divmod(index, cols)
+        grid[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    return grid
+
+
+def save_grid(images, path, rows=10):
+    grid = image_grid(images, rows)
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+
+
+# --- checkpoints -------------------------------------------------------------------
+
+class RunCheckpoints:
+    """Two managers over one tf.train.Checkpoint: every task's end is kept,
+    the in-task checkpoint keeps only the latest (which is what --resume reads)."""
+
+    def __init__(self, result_path, checkpoint):
+        import tensorflow as tf
+        self.checkpoint = checkpoint
+        directory = os.path.join(result_path, 'checkpoints')
+        self.latest = tf.train.CheckpointManager(checkpoint, os.path.join(directory, 'latest'), max_to_keep=1)
+        self.task_directory = os.path.join(directory, 'tasks')
+
+    def save_latest(self):
+        self.latest.save()
+
+    def save_task_end(self, task_number):
+        self.checkpoint.write(self.task_path(task_number))
+
+    def task_path(self, task_number):
+        return os.path.join(self.task_directory, f'task_{task_number}')
+
+    def restore_latest(self):
+        """Restores the latest checkpoint; False when there is none."""
+        if self.latest.latest_checkpoint is None:
+            return False
+        self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
+        return True
+
+    def restore_task_end(self, task_number):
+        path = self.task_path(task_number)
+        if not os.path.exists(path + '.index'):
+            return False
+        self.checkpoint.read(path).assert_existing_objects_matched()
+        return True
+
+
+# --- TensorBoard and progress ---------------------------------------------------------
+
+class ScalarLog:
+    def __init__(self, log_dir):
+        import tensorflow as tf
+        self._tf = tf
+        self.writer = tf.summary.create_file_writer(log_dir)
+
+    def write(self, metrics, step):
+        with self.writer.as_default(step=step):
+            for name, value in metrics.items():
+                self._tf.summary.scalar(name, value)
+
+    def close(self):
+        self.writer.close()
+
+
+class Progress:
+    """A one-line progress report with iterations per second and time left."""
+
+    def __init__(self, total, label, stream=sys.stderr, min_interval=1.0):
+        self.total, self.label, self.stream = total, label, stream
+        self.min_interval = min_interval if stream.isatty() else 30.0
+        self.start = self.last_print = time.monotonic()
+        self.first_done = None
+
+    def update(self, done, extra=''):
+        now = time.monotonic()
+        if self.first_done is None:
+            self.first_done, self.start = done, now  # exclude tracing from the rate
+            return
+        if now - self.last_print < self.min_interval and done < self.total:
+            return
+        self.last_print = now
+        rate = (done - self.first_done) / max(now - self.start, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else float('inf')
+        end = '\r' if self.stream.isatty() and done < self.total else '\n'
+        self.stream.write(f'{self.label} {done}/{self.total} | {rate:.2f} it/s | '
+                          f'{format_seconds(left)} left {extra}{end}')
+        self.stream.flush()
+
+
+def format_seconds(seconds):
+    if not np.isfinite(seconds):
+        return '?'
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f'{hours}:{minutes:02d}:{secs:02d}'
