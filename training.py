@@ -6,6 +6,7 @@ generator step of one generator iteration; per-task values enter as int32
 tensors, so moving to the next task never retraces.
 """
 import os
+import sys
 from typing import NamedTuple
 
 import keras
@@ -202,7 +203,7 @@ class Trainer:
     def train(self, tasks, resume):
         args = self.args
         if resume and self.checkpoints.restore_latest():
-            print(f'resuming at task {int(self.task_index) + 1}, iteration {int(self.iteration)}')
+            print(f'resuming at task {int(self.task_index) + 1}, iteration {int(self.iteration)}', file=sys.stderr)
         fixed_noise = self.fixed_noise()
         log = utils.ScalarLog(os.path.join(args.result_path, 'logs'))
         for task in tasks[int(self.task_index):]:

@@ -139,14 +139,14 @@ class RunCheckpoints:
         """Restores the latest checkpoint; False when there is none."""
         if self.latest.latest_checkpoint is None:
             return False
-        self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
+        self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched().expect_partial()
         return True
 
     def restore_task_end(self, task_number):
         path = self.task_path(task_number)
         if not os.path.exists(path + '.index'):
             return False
-        self.checkpoint.read(path).assert_existing_objects_matched()
+        self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
         return True
 
 

@@ -1,0 +1,186 @@
+"""main.py and joint.py end to end on mnist_5k, flags, result folders, kill and resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import joint
+import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ['--dataset', 'mnist_5k', '--iters', '3', '--sample_every', '2', '--ckpt_every', '2', '--log_every', '1']
+FAST_TEST = ['--eval_samples', '64', '--reverse_samples', '64', '--reverse_epochs', '1', '--fid_samples', '64']
+
+
+@pytest.fixture(scope='module')
+def classifier_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('classifiers'))
+
+
+def run_cli(entry, argv, capsys=None):
+    """Runs a CLI in-process; returns (exit code, stderr)."""
+    try:
+        entry(argv)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code or 0
+    return code, capsys.readouterr().err if capsys else ''
+
+
+def checkpoint_values(prefix):
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if 'OBJECT_GRAPH' not in name}
+
+
+@pytest.mark.parametrize('mode_flags', [[], ['--RA'], ['--JTR']], ids=['sft', 'ra', 'jtr'])
+def test_sequential_run_writes_config_grids_checkpoints_and_test_results(tmp_path, capsys, classifier_dir, mode_flags):
+    result = tmp_path / 'run'
+    code, err = run_cli(main.main, FAST + mode_flags + ['--num_tasks', '3', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    config = json.loads((result / 'config.json').read_text())
+    assert config['run']['mode'] == {'': 'sft', '--RA': 'ra', '--JTR': 'jtr'}[''.join(mode_flags)]
+    assert config['args']['iters'] == 3 and config['data']['train_per_class'] == [400] * 10
+    assert config['run']['RA_factor'] == (1e-3 if mode_flags == ['--RA'] else None)
+    assert 'tensorflow' in config['versions']
+    assert np.load(result / 'fixed_noise.npy').shape == (100, 128)
+    for task in (1, 2, 3):
+        assert (result / 'checkpoints' / 'tasks' / f'task_{task}.index').exists()
+        for class_id in range(task):
+            assert (result / 'samples' / f'task_{task}_iter_3_class_{class_id}.png').exists()
+        assert (result / 'samples' / f'task_{task}_iter_2_class_{task - 1}.png').exists()
+        assert (result / 'samples' / f'real_class_{task - 1}.png').exists()
+    assert not (result / 'samples' / 'task_1_iter_3_class_1.png').exists()
+    assert os.listdir(result / 'logs')
+
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result),
+                                    '--classifier_dir', classifier_dir] + FAST_TEST, capsys)
+    assert code == 0, err
+    grids = sorted(os.listdir(result / 'test'))
+    assert grids == sorted(f'task_{t}_class_{c}.png' for t in (1, 2, 3) for c in range(t))
+    results = json.loads((result / 'results.json').read_text())
+    assert [r['seen_classes'] for r in results['tasks']] == [[0], [0, 1], [0, 1, 2]]
+
+
+def test_joint_run_and_test(tmp_path, capsys, classifier_dir):
+    result = tmp_path / 'joint'
+    code, err = run_cli(joint.run, FAST + ['--classes', '4', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    config = json.loads((result / 'config.json').read_text())
+    assert config['run']['mode'] == 'joint' and config['tasks'][0]['spec'] == [0, 1600, 0, 4, 0]
+    assert (result / 'checkpoints' / 'tasks' / 'task_4.index').exists()
+    assert sorted(os.listdir(result / 'samples')) == sorted(
+        [f'task_4_iter_{i}_class_{c}.png' for i in (2, 3) for c in range(4)]
+        + [f'real_class_{c}.png' for c in range(4)])
+    code, err = run_cli(joint.run, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result),
+                                    '--classifier_dir', classifier_dir, '--export_samples', '5'] + FAST_TEST, capsys)
+    assert code == 0, err
+    exported = np.load(result / 'test' / 'samples_task_4.npz')
+    assert exported['x'].shape == (20, 32, 32, 1) and exported['x'].dtype == np.uint8
+    assert json.loads((result / 'results.json').read_text())['tasks'][0]['seen_classes'] == [0, 1, 2, 3]
+
+
+def test_joint_default_iterations_are_ten_tasks_worth():
+    args = main.parse_flags(joint.joint_parser(), ['--dataset', 'mnist'], joint.joint_mode)
+    assert args.iters == 40001 and args.result_path == os.path.join('results', 'mnist_joint')
+    args = main.parse_flags(main.main_parser(), ['--dataset', 'svhn', '--RA'], main.sequential_mode)
+    assert (args.iters, args.RA_factor, args.data_dir) == (8001, 1e-2, 'dataset/svhn')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--dataset', 'cifar'], "invalid choice: 'cifar'"),
+    (['--dataset', 'mnist_5k', '--RA', '--RA_factor', '0'], 'must be greater than 0'),
+    (['--dataset', 'mnist_5k', '--RA', '--RA_factor=-1e-3'], 'must be greater than 0'),
+    (['--dataset', 'mnist_5k', '--iters', '0'], 'must be at least 1'),
+    (['--dataset', 'mnist_5k', '--RA', '--JTR'], 'choose one replay strategy'),
+    (['--dataset', 'mnist_5k', '--RA_factor', '1e-3'], '--RA_factor needs --RA'),
+    (['--dataset', 'mnist_5k', '--resume', '--overwrite'], 'exclude each other'),
+])
+def test_bad_flags_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    result = tmp_path / 'never'
+    code, err = run_cli(main.main, argv + ['--result_path', str(result)], capsys)
+    assert code == 2 and message in err
+    assert not result.exists()
+
+
+def test_missing_mnist_files_exit_2_with_offline_hint(tmp_path, capsys, monkeypatch):
+    import data
+
+    def offline(url, timeout):
+        raise OSError('network unreachable')
+    monkeypatch.setattr(data, '_fetch', offline)
+    result = tmp_path / 'never'
+    code, err = run_cli(main.main, ['--dataset', 'mnist', '--data_dir', str(tmp_path / 'empty'),
+                                    '--result_path', str(result)], capsys)
+    assert code == 2 and 'mnist_5k' in err and str(tmp_path / 'empty') in err
+    assert not result.exists()
+
+
+def test_occupied_result_path_is_refused_and_kept(tmp_path, capsys):
+    foreign = tmp_path / 'foreign'
+    foreign.mkdir()
+    (foreign / 'thesis.tex').write_text('precious')
+    for extra in ([], ['--overwrite'], ['--resume']):
+        code, err = run_cli(main.main, FAST + ['--result_path', str(foreign)] + extra, capsys)
+        assert code == 2 and 'not empty' in err
+    assert (foreign / 'thesis.tex').read_text() == 'precious'
+
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'config.json').write_text(json.dumps({'run': {'dataset': 'mnist_5k', 'mode': 'ra', 'iters': 3}}))
+    code, err = run_cli(main.main, FAST + ['--result_path', str(run)], capsys)
+    assert code == 2 and '--resume' in err and '--overwrite' in err
+    code, err = run_cli(main.main, FAST + ['--result_path', str(run), '--resume'], capsys)
+    assert code == 2 and 'different run' in err and 'mode' in err
+    assert json.loads((run / 'config.json').read_text())['run']['mode'] == 'ra'
+
+
+def test_test_without_checkpoints_fails_clearly(tmp_path, capsys):
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(tmp_path / 'none')], capsys)
+    assert code == 2 and 'holds no run' in err
+    result = tmp_path / 'untrained'
+    result.mkdir()
+    config = {'args': {**vars(main.parse_flags(main.main_parser(), ['--dataset', 'mnist_5k'], main.sequential_mode)),
+                       'result_path': str(result)},
+              'run': {}, 'tasks': [{'number': 1, 'spec': [0, 400, 0, 1, 0], 'seen_classes': [0], 'new_classes': [0]}]}
+    (result / 'config.json').write_text(json.dumps(config))
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result)], capsys)
+    assert code == 2 and 'no end-of-task checkpoint' in err
+
+
+def start_training(result, extra=()):
+    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
+            '--iters', '8', '--ckpt_every', '3', '--sample_every', '100', '--deterministic',
+            '--result_path', str(result), *extra]
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
+    """A real SIGKILL mid-task, then --resume, must match an uninterrupted run."""
+    straight = start_training(tmp_path / 'straight')
+    interrupted = start_training(tmp_path / 'interrupted')
+    latest = tmp_path / 'interrupted' / 'checkpoints' / 'latest' / 'checkpoint'
+    deadline = time.monotonic() + 300
+    while not latest.exists() and interrupted.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert interrupted.poll() is None, interrupted.stderr.read()
+    os.kill(interrupted.pid, signal.SIGKILL)
+    interrupted.wait()
+    assert not (tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2.index').exists()
+    resumed = start_training(tmp_path / 'interrupted', ['--resume'])
+    _, resumed_err = resumed.communicate(timeout=300)
+    _, straight_err = straight.communicate(timeout=300)
+    assert resumed.returncode == 0, resumed_err
+    assert straight.returncode == 0, straight_err
+    assert 'resuming at task' in resumed_err
+    expected = checkpoint_values(str(tmp_path / 'straight' / 'checkpoints' / 'tasks' / 'task_2'))
+    actual = checkpoint_values(str(tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2'))
+    assert expected.keys() == actual.keys() and len(expected) > 20
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-5, err_msg=name)

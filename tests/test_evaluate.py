@@ -1,0 +1,307 @@
+import argparse
+import csv
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+import keras
+from keras import layers
+
+import evaluate
+from data import ImageSet, load_dataset
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+# ---------------------------------------------------------------- stand-ins
+
+def level(class_id):
+    """The uint8 grey level that encodes a class in the stand-in images."""
+    return 20 * class_id + 10
+
+
+def constant_images(class_id, count, size=8):
+    return np.full((count, size, size, 1), level(class_id), np.uint8)
+
+
+def mean_pixel_classifier(num_classes=10):
+    """Labels an image by its mean pixel: nearest class level (logit -(m - c)^2 + m^2)."""
+    inputs = keras.Input((None, None, 1))
+    mean = layers.GlobalAveragePooling2D()(inputs)
+    centres = np.array([level(k) / 127.5 - 1 for k in range(num_classes)], np.float32)
+    dense = layers.Dense(num_classes)
+    logits = dense(mean)
+    dense.set_weights([2 * centres[None, :], -centres ** 2])
+    return evaluate.wrap_classifier(keras.Model(inputs, logits))
+
+
+def constant_image_set(num_classes=3, size=8, per_class=10):
+    """Each class's images are its level plus a little noise, so covariances are not singular."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(num_classes), per_class)
+    x = np.stack([constant_images(c, 1, size)[0] for c in y]).astype(np.int16)
+    x = np.clip(x + rng.integers(-3, 4, x.shape), 0, 255).astype(np.uint8)
+    return ImageSet('standin', x, y, x.copy(), y.copy(), [f'c{c}' for c in range(num_classes)], {})
+
+
+def evaluation_args(**overrides):
+    parser = argparse.ArgumentParser()
+    evaluate.add_evaluation_flags(parser)
+    args = parser.parse_args([])
+    for name, value in overrides.items():
+        setattr(args, name, value)
+    return args
+
+
+# ---------------------------------------------------------------- real classifier on mnist_5k
+
+@pytest.fixture(scope='session')
+def mnist():
+    return load_dataset('mnist_5k', None)
+
+
+@pytest.fixture(scope='session')
+def trained(mnist, tmp_path_factory):
+    folder = tmp_path_factory.mktemp('classifiers')
+    start = time.perf_counter()
+    classifier = evaluate.load_or_train_classifier(mnist, str(folder))
+    print(f'\nmnist_5k classifier: {100 * classifier.test_accuracy:.2f}% held out, '
+          f'trained in {time.perf_counter() - start:.1f}s')
+    return classifier, folder
+
+
+def test_classifier_reaches_target_on_held_out_mnist_5k(trained, mnist):
+    classifier, folder = trained
+    assert classifier.identity['source'] == 'trained'
+    assert classifier.test_accuracy >= 0.96
+    recomputed = np.mean(evaluate.predict_labels(classifier.model, mnist.test_x) == mnist.test_y)
+    assert recomputed == pytest.approx(classifier.test_accuracy)
+    assert (folder / 'mnist_5k_classifier.keras').stat().st_size > 0
+    saved = json.loads((folder / 'mnist_5k_classifier.json').read_text())
+    assert saved['identity']['test_accuracy'] == classifier.test_accuracy
+    assert saved['provenance']['test_per_class'] == [100] * 10
+
+
+def test_second_call_loads_cache_without_training(trained, mnist, monkeypatch):
+    classifier, folder = trained
+
+    def no_training(*args, **kwargs):
+        raise AssertionError('retrained although cached')
+
+    monkeypatch.setattr(evaluate, 'train_classifier', no_training)
+    cached = evaluate.load_or_train_classifier(mnist, str(folder))
+    assert cached.identity['source'] == 'cached'
+    assert cached.test_accuracy == classifier.test_accuracy
+    images = mnist.test_x[:64]
+    np.testing.assert_allclose(cached.model.predict_on_batch(evaluate.to_float(images)),
+                               classifier.model.predict_on_batch(evaluate.to_float(images)), atol=1e-5)
+    assert cached.features.output_shape == (None, 128)
+
+
+def test_cache_for_other_data_or_retrain_flag_trains_again(trained, mnist, monkeypatch, tmp_path):
+    _, folder = trained
+    calls = []
+
+    def quick_training(x, y, num_classes, epochs, seed, batch_size=64):
+        calls.append(len(x))
+        return evaluate.build_classifier(x.shape[1:], num_classes)
+
+    monkeypatch.setattr(evaluate, 'train_classifier', quick_training)
+    copy = tmp_path / 'classifiers'
+    shutil.copytree(folder, copy)  # the shared cache stays as it is
+    fewer = ImageSet('mnist_5k', mnist.train_x[:100], mnist.train_y[:100], mnist.test_x, mnist.test_y,
+                     mnist.class_names, mnist.provenance)
+    assert evaluate.load_or_train_classifier(fewer, str(copy)).identity['source'] == 'trained'
+    assert evaluate.load_or_train_classifier(mnist, str(copy), retrain=True).identity['source'] == 'trained'
+    assert calls == [100, len(mnist.train_x)]
+
+
+def test_user_classifier_file_is_used(tmp_path):
+    data = constant_image_set()
+    path = tmp_path / 'mine.keras'
+    mean_pixel_classifier(3).model.save(path)
+    user = evaluate.load_or_train_classifier(data, str(tmp_path / 'unused'), user_model_path=str(path))
+    assert user.identity['source'] == 'user'
+    assert user.test_accuracy == 1.0
+
+
+# ---------------------------------------------------------------- generated accuracy
+
+def test_generated_accuracy_is_the_exact_share_labelled_right():
+    def generate(class_id, count):
+        if class_id == 2:  # three quarters right, the rest look like class 5
+            return np.concatenate([constant_images(2, count * 3 // 4), constant_images(5, count // 4)])
+        if class_id == 7:  # all wrong
+            return constant_images(3, count)
+        return constant_images(class_id, count)
+
+    accuracy = evaluate.generated_accuracy(generate, [0, 2, 7], mean_pixel_classifier(), 100, batch_size=64)
+    assert accuracy == {0: 1.0, 2: 0.75, 7: 0.0}
+
+
+def test_generator_with_wrong_output_is_refused():
+    with pytest.raises(ValueError, match='uint8'):
+        evaluate.generated_accuracy(lambda c, n: constant_images(c, n - 1), [0], mean_pixel_classifier(), 10)
+    with pytest.raises(ValueError, match='uint8'):
+        evaluate.generated_accuracy(lambda c, n: constant_images(c, n) / 255.0, [0], mean_pixel_classifier(), 10)
+
+
+# ---------------------------------------------------------------- reverse accuracy
+
+def test_reverse_accuracy_high_on_real_images_near_chance_on_noise(mnist):
+    classes = [1, 4, 7]
+
+    def real(class_id, count):
+        return mnist.train_x[mnist.train_y == class_id][:count]
+
+    def noise(class_id, count):
+        rng = np.random.default_rng(class_id)
+        return rng.integers(0, 256, (count,) + mnist.image_shape, dtype=np.uint8)
+
+    def next_class(class_id, count):  # real digits under the wrong label
+        return real(classes[(classes.index(class_id) + 1) % 3], count)
+
+    assert evaluate.reverse_accuracy(real, classes, mnist, 200, epochs=3, seed=0) > 0.9
+    assert evaluate.reverse_accuracy(next_class, classes, mnist, 200, epochs=3, seed=0) < 0.1
+    # noise teaches nothing about digits: chance is 1/3, but which digit lands on which label
+    # is arbitrary (0.27..0.48 over seeds 0-3), so the bound only rules out real learning
+    assert evaluate.reverse_accuracy(noise, classes, mnist, 200, epochs=3, seed=0) < 0.6
+
+
+# ---------------------------------------------------------------- Frechet distance
+
+def independent_frechet(x, y):
+    """FID via the symmetric root S1^1/2 S2 S1^1/2, whose trace-root equals Tr((S1 S2)^1/2)."""
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    s_x, s_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    values, vectors = np.linalg.eigh(s_x)
+    root_x = vectors @ np.diag(np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    inner = np.clip(np.linalg.eigvalsh(root_x @ s_y @ root_x), 0, None)
+    return np.sum((mu_x - mu_y) ** 2) + np.trace(s_x) + np.trace(s_y) - 2 * np.sum(np.sqrt(inner))
+
+
+def test_frechet_distance_zero_for_identical_and_growing_with_shift():
+    features = np.random.default_rng(0).normal(size=(200, 6))
+    stats = evaluate.feature_statistics(features)
+    assert abs(evaluate.frechet_distance(*stats, *stats)) < 1e-6
+    distances = [evaluate.frechet_distance(*stats, *evaluate.feature_statistics(features + shift))
+                 for shift in (0.1, 0.5, 1.0, 2.0)]
+    assert all(d > 0 for d in distances)
+    assert distances == sorted(distances)
+    assert distances[-1] == pytest.approx(6 * 2.0 ** 2, rel=1e-6)  # a pure shift adds ||d||^2
+
+
+def test_frechet_distance_agrees_with_independent_computation():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 5))
+    y = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.3
+    fid = evaluate.frechet_distance(*evaluate.feature_statistics(x), *evaluate.feature_statistics(y))
+    assert fid == pytest.approx(independent_frechet(x, y), rel=1e-6)
+    # one dimension: (m1 - m2)^2 + (s1 - s2)^2
+    assert evaluate.frechet_distance(1.0, 4.0, 3.0, 9.0) == pytest.approx(4 + 1)
+
+
+def test_classifier_fid_zero_on_real_images_and_balanced_counts():
+    data = constant_image_set(per_class=10)
+    classifier = mean_pixel_classifier(3)
+    asked = []
+
+    def real(class_id, count):
+        asked.append((class_id, count))
+        return data.test_x[data.test_y == class_id][:count]
+
+    assert evaluate.classifier_fid(real, [0, 2], data, classifier, 1000) < 1e-6
+    assert asked == [(0, 10), (2, 10)]  # capped at the real test images of each class
+    darker = evaluate.classifier_fid(lambda c, n: real(c, n) // 2, [0, 2], data, classifier, 5)
+    assert darker > 0.01
+
+
+def test_inception_fid_with_injected_network():
+    data = constant_image_set(per_class=6, size=12)
+    built_with = []
+
+    def tiny_network(weights_path):
+        built_with.append(weights_path)
+        inputs = keras.Input((8, 8, 3))
+        mean = layers.GlobalAveragePooling2D()(inputs)
+        dense = layers.Dense(1, use_bias=False)
+        feature = dense(mean)
+        dense.set_weights([np.full((3, 1), 1 / 3, np.float32)])  # mean pixel of the RGB image
+        return keras.Model(inputs, feature)
+
+    def shifted(class_id, count):
+        return np.clip(data.test_x[data.test_y == class_id][:count].astype(int) + 40, 0, 255).astype(np.uint8)
+
+    fid = evaluate.inception_fid(shifted, [0, 1], data, 'weights.h5', 6, network_builder=tiny_network)
+    assert built_with == ['weights.h5']
+    # resizing and tiling are linear, so +40 grey levels shift every feature by 40 / 127.5
+    # after Inception's preprocessing: a pure shift of the mean
+    assert fid == pytest.approx((40 / 127.5) ** 2, rel=1e-4)
+
+
+# ---------------------------------------------------------------- task record, files
+
+def test_evaluate_task_record_follows_schema(capsys):
+    data = constant_image_set(size=8)
+    args = evaluation_args(eval_samples=64, reverse_samples=20, reverse_epochs=1, fid_samples=5)
+    record = evaluate.evaluate_task(constant_images, 2, [0, 1], data, mean_pixel_classifier(3), args)
+    assert set(record) == {'task', 'seen_classes', 'accuracy_per_class', 'mean_accuracy', 'reverse_accuracy',
+                           'classifier_fid', 'inception_fid', 'samples', 'timing_s'}
+    assert record['accuracy_per_class'] == {'0': 1.0, '1': 1.0} and record['mean_accuracy'] == 1.0
+    assert 0.0 <= record['reverse_accuracy'] <= 1.0 and record['classifier_fid'] >= 0
+    assert record['inception_fid'] is None and record['timing_s']['inception_fid'] is None
+    assert record['samples'] == {'accuracy_per_class': 64, 'reverse_per_class': 20, 'fid_per_class': 5}
+    assert 'mean 100.0%' in capsys.readouterr().out
+    single = evaluate.evaluate_task(constant_images, 1, [0], data, mean_pixel_classifier(3), args)
+    assert single['reverse_accuracy'] is None and single['timing_s']['reverse_accuracy'] is None
+
+
+def fake_record(task, accuracies):
+    per_class = {str(c): a for c, a in enumerate(accuracies)}
+    return {'task': task, 'seen_classes': list(range(len(accuracies))), 'accuracy_per_class': per_class,
+            'mean_accuracy': float(np.mean(accuracies)), 'reverse_accuracy': None if task == 1 else 0.5,
+            'classifier_fid': 1.5, 'inception_fid': None,
+            'samples': {'accuracy_per_class': 64, 'reverse_per_class': 10, 'fid_per_class': 10},
+            'timing_s': {'accuracy': 0.1, 'reverse_accuracy': 0.2, 'classifier_fid': 0.3, 'inception_fid': None}}
+
+
+def test_write_results_json_csv_and_plots(tmp_path):
+    records = [fake_record(1, [0.9]), fake_record(2, [0.5, 0.8]), fake_record(3, [0.25, 0.5, 0.75])]
+    identity = {'source': 'cached', 'dataset': 'mnist_5k', 'test_accuracy': 0.97}
+    evaluate.write_results(str(tmp_path), {'dataset': 'mnist_5k', 'mode': 'ra', 'seed': 3, 'RA_factor': 1e-3},
+                           records, classifier=identity)
+    results = json.loads((tmp_path / 'results.json').read_text())
+    assert list(results) == ['dataset', 'mode', 'run', 'classifier', 'tasks']
+    assert (results['dataset'], results['mode']) == ('mnist_5k', 'ra')
+    assert results['run']['RA_factor'] == 1e-3 and results['classifier'] == identity
+    assert results['tasks'] == records
+    with open(tmp_path / 'results.csv') as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ['task', 'class', 'accuracy'] and len(rows) == 1 + 6
+    assert rows[-1] == ['3', '2', '0.750000']
+    for name in ('accuracy_matrix.png', 'mean_accuracy.png'):
+        content = (tmp_path / name).read_bytes()
+        assert content.startswith(PNG_MAGIC) and len(content) > 1000
+
+
+def test_export_samples_npz(tmp_path):
+    path = tmp_path / 'test' / 'samples_task_2.npz'
+    evaluate.export_samples(constant_images, [3, 1], 4, str(path))
+    saved = np.load(path)
+    assert saved['x'].dtype == np.uint8 and saved['x'].shape == (8, 8, 8, 1)
+    assert saved['y'].tolist() == [3, 3, 3, 3, 1, 1, 1, 1]
+    assert np.all(saved['x'][4:] == level(1))
+
+
+def test_validate_evaluation_flags(tmp_path):
+    assert evaluate.validate_evaluation_flags(evaluation_args(classifier_dir=str(tmp_path))) is None
+    assert '--reverse_samples' in evaluate.validate_evaluation_flags(evaluation_args(reverse_samples=-1))
+    assert '--fid_samples' in evaluate.validate_evaluation_flags(evaluation_args(fid_samples=-5))
+    assert '--eval_samples' in evaluate.validate_evaluation_flags(evaluation_args(eval_samples=0))
+    missing = str(tmp_path / 'nope.keras')
+    message = evaluate.validate_evaluation_flags(evaluation_args(eval_classifier=missing))
+    assert '--eval_classifier' in message and missing in message

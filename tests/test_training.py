@@ -1,0 +1,150 @@
+"""The compiled step, the replay strategies and the task transitions."""
+import argparse
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import main
+import training
+from data import group_by_class, load_dataset
+
+
+@pytest.fixture(scope='module')
+def mnist_5k():
+    return load_dataset('mnist_5k', None)
+
+
+def make_trainer(data, mode, tmp_path, seed=0):
+    args = argparse.Namespace(dataset='mnist_5k', seed=seed, deterministic=False, result_path=str(tmp_path),
+                              iters=2, log_every=1, sample_every=100, ckpt_every=100, mode=mode)
+    strategy = main.strategy_for(mode, 1e-3)
+    return training.Trainer(args, data, strategy, main.DATASET_SETTINGS['mnist_5k'])
+
+
+def tasks_for(data, count):
+    _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
+    return main.sequential_tasks(offsets, count)
+
+
+def spec_tensors(task):
+    return training.TaskSpec(*[tf.constant(v, tf.int32) for v in task.spec])
+
+
+def weights_of(network):
+    return [w.numpy().copy() for w in network.weights]
+
+
+def test_sequential_tasks_cover_one_class_each(mnist_5k):
+    tasks = tasks_for(mnist_5k, 3)
+    assert [t.spec for t in tasks] == [(0, 400, 0, 1, 0), (400, 800, 1, 2, 1), (800, 1200, 2, 3, 2)]
+    assert tasks[2].seen_classes == [0, 1, 2] and tasks[2].new_classes == [2]
+
+
+def test_old_generator_is_frozen_while_new_generator_learns(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path)
+    task1, task2 = tasks_for(mnist_5k, 2)
+    trainer.train_step(spec_tensors(task1))
+    trainer.begin_task()
+    old_before = weights_of(trainer.models.old_generator)
+    new_before = weights_of(trainer.models.generator)
+    for old, new in zip(old_before, new_before):
+        np.testing.assert_array_equal(old, new)  # the copy is exact
+    for _ in range(3):
+        metrics = trainer.train_step(spec_tensors(task2))
+    for before, after in zip(old_before, weights_of(trainer.models.old_generator)):
+        np.testing.assert_array_equal(before, after)
+    moved = [not np.array_equal(b, a) for b, a in zip(new_before, weights_of(trainer.models.generator))]
+    assert all(moved[:1]) and sum(moved) > len(moved) // 2
+    assert float(metrics['generator/replay_alignment']) > 0
+    optimised = {id(v) for v in trainer.generator_optimizer.variables}
+    assert not any(id(v) in optimised for v in trainer.models.old_generator.trainable_variables)
+
+
+def test_replay_alignment_is_zero_when_generators_agree_and_in_first_task(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path)
+    task1, task2 = tasks_for(mnist_5k, 2)
+    metrics = trainer.train_step(spec_tensors(task1))
+    assert float(metrics['generator/replay_alignment']) == 0.0  # no earlier class yet
+    trainer.begin_task()
+    # Same weights, same z and classes for both generators: the alignment term is exactly 0
+    # at the first step of the task (it is computed before the update).
+    metrics = trainer.train_step(spec_tensors(task2))
+    assert float(metrics['generator/replay_alignment']) == 0.0
+
+
+def test_replay_alignment_term_matches_its_formula(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path)
+    generator, old_generator = trainer.models.generator, trainer.models.old_generator
+    old_generator.weights[0].assign(generator.weights[0] + 0.01)
+    z = tf.random.stateless_normal([63, 128], seed=[1, 2])
+    labels = tf.repeat(tf.range(3), 21)
+    old_images = old_generator(z, labels)
+    replay = training.Replay(z, labels, old_images, tf.constant(3.0))
+    terms = main.ReplayAlignment(1e-3).generator_terms(trainer.models, replay)
+    difference = generator(z, labels).numpy() - old_images.numpy()
+    expected = 1e-3 * 0.5 * np.sum(difference.astype(np.float64) ** 2) / 3
+    assert expected > 0
+    np.testing.assert_allclose(float(terms['replay_alignment']), expected, rtol=1e-5)
+
+
+def test_joint_training_with_replay_terms(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'jtr', tmp_path)
+    models = trainer.models
+    z = tf.random.stateless_normal([64, 128], seed=[3, 4])
+    labels = tf.repeat(tf.range(2), 32)
+    old_images = models.old_generator(z, labels)
+    terms = main.JointTrainingWithReplay().critic_terms(models, training.Replay(z, labels, old_images, tf.constant(2.0)))
+    old_scores, old_logits = models.critic(old_images)
+    new_scores, _ = models.critic(models.generator(z, labels))
+    cross_entropy = -tf.nn.log_softmax(old_logits).numpy()[np.arange(64), labels.numpy()].mean()
+    expected = 2.0 * (new_scores.numpy().mean() - old_scores.numpy().mean() + cross_entropy)
+    np.testing.assert_allclose(float(terms['jtr_critic']), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path)
+    seen = {}
+
+    def record(models, replay):
+        seen['labels'] = replay.labels
+        seen['scale'] = replay.class_scale
+        return {'replay_alignment': tf.constant(0.0)}
+
+    spec = spec_tensors(tasks_for(mnist_5k, 4)[3])
+    trainer._replay_terms(spec, ('replay_alignment',), record)
+    assert np.bincount(seen['labels'].numpy()).tolist() == [21, 21, 21]  # 64 // 3 each
+    assert float(seen['scale']) == 3.0
+
+
+def test_fake_labels_follow_the_task(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'sft', tmp_path)
+    task3 = tasks_for(mnist_5k, 3)[2]
+    _, labels = trainer._fake_inputs(spec_tensors(task3))
+    assert set(labels.numpy().tolist()) == {2}
+    images, real_labels = trainer._real_batch(spec_tensors(task3))
+    assert set(real_labels.numpy().tolist()) == {2}
+    assert images.shape == (64, 32, 32, 1) and -1.0 <= float(tf.reduce_min(images)) <= float(tf.reduce_max(images)) <= 1.0
+
+
+def test_new_task_resets_adam_but_keeps_learning_rate(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'sft', tmp_path)
+    trainer.train_step(spec_tensors(tasks_for(mnist_5k, 1)[0]))
+    optimizer = trainer.critic_optimizer
+    assert int(optimizer.iterations) == 5
+    critic_before = weights_of(trainer.models.critic)
+    trainer.begin_task()
+    assert int(optimizer.iterations) == 0
+    assert float(optimizer.learning_rate) == pytest.approx(1e-4)
+    moments = [v for v in optimizer.variables if 'momentum' in v.path or 'velocity' in v.path]
+    assert moments and all(not np.any(v.numpy()) for v in moments)
+    for before, after in zip(critic_before, weights_of(trainer.models.critic)):
+        np.testing.assert_array_equal(before, after)  # the critic keeps its weights
+
+
+def test_step_is_traced_once_across_tasks(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'jtr', tmp_path)
+    for task in tasks_for(mnist_5k, 3):
+        trainer.begin_task()
+        trainer.train_step(spec_tensors(task))
+    assert trainer.train_step.experimental_get_tracing_count() == 1
