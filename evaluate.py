@@ -5,6 +5,7 @@ A generator is passed in as `generate(class_id, count) -> uint8 (count, H, W, C)
 metric asks it once per class for all the images it needs.
 """
 import csv
+import functools
 import json
 import os
 import time
@@ -68,16 +69,17 @@ def to_float(images):
 
 
 def build_classifier(image_shape, num_classes, seed=CLASSIFIER_SEED):
-    """Three conv/batch-norm/pool blocks, a 128-unit feature layer (FID features), logits."""
+    """Three conv/pool blocks, a 128-unit feature layer (FID features), logits.
+
+    No batch norm: its running statistics need more steps than a small reverse-accuracy
+    training set gives, and predictions then depend on them.
+    """
     def init(offset):
         return keras.initializers.GlorotUniform(seed=seed + offset)
 
     x = inputs = keras.Input(image_shape)
     for block, filters in enumerate((16, 32, 64)):
-        x = layers.Conv2D(filters, 3, padding='same', use_bias=False, kernel_initializer=init(block))(x)
-        # momentum 0.9: a 4000-image set gives too few steps for the default 0.99 to settle
-        x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.ReLU()(x)
+        x = layers.Conv2D(filters, 3, padding='same', activation='relu', kernel_initializer=init(block))(x)
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
     x = layers.Dense(128, activation='relu', kernel_initializer=init(10), name=FEATURE_LAYER)(x)
@@ -152,37 +154,48 @@ def _read_cache(model_path, info_path, signature):
         return None
 
 
-def load_or_train_classifier(data, classifier_dir, retrain=False, user_model_path=None,
-                             epochs=CLASSIFIER_EPOCHS, seed=CLASSIFIER_SEED):
-    """The evaluation classifier: the user's model, else the cached one, else trained and cached."""
-    if user_model_path:
-        model = keras.models.load_model(user_model_path, compile=False)
-        accuracy = float(np.mean(predict_labels(model, data.test_x) == data.test_y))
-        identity = {'path': os.path.abspath(user_model_path), 'source': 'user', 'dataset': data.name,
-                    'epochs': None, 'test_accuracy': accuracy}
-        return wrap_classifier(model, identity, accuracy)
-    model_path = os.path.join(classifier_dir, f'{data.name}_classifier.keras')
-    info_path = os.path.join(classifier_dir, f'{data.name}_classifier.json')
-    signature = data_signature(data, epochs, seed)
-    cached = None if retrain else _read_cache(model_path, info_path, signature)
-    if cached is not None:
-        model, info = cached
-        identity = dict(info['identity'], source='cached', path=os.path.abspath(model_path))
-        return wrap_classifier(model, identity, identity['test_accuracy'])
+def _user_classifier(data, path):
+    model = keras.models.load_model(path, compile=False)
+    if model.output_shape[-1] != data.num_classes:
+        raise ValueError(f'{path} scores {model.output_shape[-1]} classes, {data.name} has {data.num_classes}')
+    accuracy = float(np.mean(predict_labels(model, data.test_x) == data.test_y))
+    identity = {'path': os.path.abspath(path), 'source': 'user', 'dataset': data.name,
+                'epochs': None, 'test_accuracy': accuracy}
+    return wrap_classifier(model, identity, accuracy)
+
+
+def _train_and_cache(data, model_path, info_path, signature):
     start = time.perf_counter()
-    model = train_classifier(data.train_x, data.train_y, data.num_classes, epochs, seed)
+    model = train_classifier(data.train_x, data.train_y, data.num_classes, signature['epochs'],
+                             signature['seed'])
     seconds = time.perf_counter() - start
     accuracy = float(np.mean(predict_labels(model, data.test_x) == data.test_y))
     identity = {'path': os.path.abspath(model_path), 'source': 'trained', 'dataset': data.name,
-                'epochs': epochs, 'seed': seed, 'test_accuracy': accuracy,
+                'epochs': signature['epochs'], 'seed': signature['seed'], 'test_accuracy': accuracy,
                 'training_seconds': round(seconds, 1)}
-    os.makedirs(classifier_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
     model.save(model_path)
     with open(info_path, 'w') as f:
         json.dump({'identity': identity, 'signature': signature, 'provenance': data.provenance}, f,
                   indent=2, default=str)
     print(f'evaluation classifier trained in {seconds:.0f}s: {100 * accuracy:.2f}% on real test images')
     return wrap_classifier(model, identity, accuracy)
+
+
+def load_or_train_classifier(data, classifier_dir, retrain=False, user_model_path=None,
+                             epochs=CLASSIFIER_EPOCHS, seed=CLASSIFIER_SEED):
+    """The evaluation classifier: the user's model, else the cached one, else trained and cached."""
+    if user_model_path:
+        return _user_classifier(data, user_model_path)
+    model_path = os.path.join(classifier_dir, f'{data.name}_classifier.keras')
+    info_path = os.path.join(classifier_dir, f'{data.name}_classifier.json')
+    signature = data_signature(data, epochs, seed)
+    cached = None if retrain else _read_cache(model_path, info_path, signature)
+    if cached is None:
+        return _train_and_cache(data, model_path, info_path, signature)
+    model, info = cached
+    identity = dict(info['identity'], source='cached', path=os.path.abspath(model_path))
+    return wrap_classifier(model, identity, identity['test_accuracy'])
 
 
 def generate_class(generate, class_id, count):
@@ -255,6 +268,7 @@ def classifier_fid(generate, classes, data, classifier, samples_per_class):
                 samples_per_class)
 
 
+@functools.lru_cache(maxsize=1)  # built once per run, not once per task
 def default_inception(weights_path):
     return keras.applications.InceptionV3(include_top=False, weights=weights_path, pooling='avg',
                                           input_shape=(299, 299, 3))
@@ -296,14 +310,15 @@ def evaluate_task(generate, task, seen_classes, data, classifier, args):
         if args.inception_weights:
             inception, inception_s = _timed(inception_fid, generate, seen, data, args.inception_weights,
                                             args.fid_samples)
-    fid_per_class = min(args.fid_samples, min(np.count_nonzero(data.test_y == c) for c in seen))
+    # FID uses at most the real test images a class has (mnist_5k: 100)
+    fid_per_class = min([args.fid_samples] + [int(np.count_nonzero(data.test_y == c)) for c in seen])
     record = {'task': int(task), 'seen_classes': seen,
               'accuracy_per_class': {str(c): a for c, a in per_class.items()},
               'mean_accuracy': float(np.mean(list(per_class.values()))),
               'reverse_accuracy': reverse, 'classifier_fid': fid, 'inception_fid': inception,
               'samples': {'accuracy_per_class': args.eval_samples,
                           'reverse_per_class': args.reverse_samples if reverse is not None else None,
-                          'fid_per_class': int(fid_per_class) if fid is not None else None},
+                          'fid_per_class': fid_per_class if fid is not None else None},
               'timing_s': {'accuracy': accuracy_s, 'reverse_accuracy': reverse_s,
                            'classifier_fid': fid_s, 'inception_fid': inception_s}}
     print(format_task_summary(record, data.class_names))
@@ -314,16 +329,16 @@ def format_task_summary(record, class_names):
     def percent(value):
         return '–' if value is None else f'{100 * value:.1f}%'
 
+    def number(value):
+        return '–' if value is None else f'{value:.2f}'
+
     lines = [f"after task {record['task']}: accuracy of generated images per class"]
-    lines += [f'  {c} {class_names[int(c)]:>12}: {percent(a)}' for c, a in record['accuracy_per_class'].items()]
+    names = {c: c if class_names[int(c)] == c else f'{c} {class_names[int(c)]}' for c in record['accuracy_per_class']}
+    lines += [f'  {names[c]:>14}: {percent(a)}' for c, a in record['accuracy_per_class'].items()]
     lines.append(f"  mean {percent(record['mean_accuracy'])} | reverse accuracy "
-                 f"{percent(record['reverse_accuracy'])} | classifier FID {_number(record['classifier_fid'])}"
-                 f" | Inception FID {_number(record['inception_fid'])}")
+                 f"{percent(record['reverse_accuracy'])} | classifier FID {number(record['classifier_fid'])}"
+                 f" | Inception FID {number(record['inception_fid'])}")
     return '\n'.join(lines)
-
-
-def _number(value):
-    return '–' if value is None else f'{value:.2f}'
 
 
 def export_samples(generate, seen_classes, count, path):
@@ -339,9 +354,10 @@ def write_results(result_path, run_info, task_records, classifier=None):
 
     classifier: the EvalClassifier (or its identity dict) whose numbers these are.
     """
-    identity = getattr(classifier, 'identity', classifier)
+    if isinstance(classifier, EvalClassifier):
+        classifier = dict(classifier.identity, test_accuracy=classifier.test_accuracy)
     results = {'dataset': run_info['dataset'], 'mode': run_info['mode'], 'run': dict(run_info),
-               'classifier': identity, 'tasks': list(task_records)}
+               'classifier': classifier, 'tasks': list(task_records)}
     os.makedirs(result_path, exist_ok=True)
     with open(os.path.join(result_path, 'results.json'), 'w') as f:
         json.dump(results, f, indent=2, default=str)

@@ -178,7 +178,8 @@ def write_chart(runs, path, paper=None):
             ax.bar(positions + (offset - 1.5) * width, np.nan_to_num(heights), width,
                    color=color, label=f'{kind}, after {tasks}')
         ax.set_xticks(positions, TABLE1_METHODS)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 118)  # headroom above 100 for the legend
+        ax.set_yticks(range(0, 101, 20))
         ax.set_ylabel('mean accuracy (%)')
         ax.set_title(label)
         ax.legend(fontsize=7, ncol=4, loc='upper center')

@@ -249,7 +249,6 @@ class Trainer:
                                         os.path.join(self.args.result_path, 'test', f'samples_task_{task.number}.npz'))
         if records:
             run_info = {key: getattr(self.args, key, None) for key in
-                        ('iters', 'seed', 'RA_factor', 'num_tasks', 'classes')}
-            evaluate.write_results(self.args.result_path, {'dataset': self.args.dataset, 'mode': self.args.mode,
-                                                           **run_info}, records)
+                        ('dataset', 'mode', 'iters', 'seed', 'RA_factor', 'num_tasks', 'classes')}
+            evaluate.write_results(self.args.result_path, run_info, records, classifier=classifier)
         return len(records)

@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-import scipy.linalg
 
 import keras
 from keras import layers
@@ -127,6 +126,9 @@ def test_user_classifier_file_is_used(tmp_path):
     user = evaluate.load_or_train_classifier(data, str(tmp_path / 'unused'), user_model_path=str(path))
     assert user.identity['source'] == 'user'
     assert user.test_accuracy == 1.0
+    mean_pixel_classifier(10).model.save(tmp_path / 'ten.keras')
+    with pytest.raises(ValueError, match='scores 10 classes, standin has 3'):
+        evaluate.load_or_train_classifier(data, str(tmp_path), user_model_path=str(tmp_path / 'ten.keras'))
 
 
 # ---------------------------------------------------------------- generated accuracy
@@ -168,8 +170,8 @@ def test_reverse_accuracy_high_on_real_images_near_chance_on_noise(mnist):
     assert evaluate.reverse_accuracy(real, classes, mnist, 200, epochs=3, seed=0) > 0.9
     assert evaluate.reverse_accuracy(next_class, classes, mnist, 200, epochs=3, seed=0) < 0.1
     # noise teaches nothing about digits: chance is 1/3, but which digit lands on which label
-    # is arbitrary (0.27..0.48 over seeds 0-3), so the bound only rules out real learning
-    assert evaluate.reverse_accuracy(noise, classes, mnist, 200, epochs=3, seed=0) < 0.6
+    # is arbitrary (0.25..0.40 over seeds 0-3), so the bound leaves room above chance
+    assert evaluate.reverse_accuracy(noise, classes, mnist, 200, epochs=3, seed=0) < 0.5
 
 
 # ---------------------------------------------------------------- Frechet distance
@@ -216,8 +218,9 @@ def test_classifier_fid_zero_on_real_images_and_balanced_counts():
 
     assert evaluate.classifier_fid(real, [0, 2], data, classifier, 1000) < 1e-6
     assert asked == [(0, 10), (2, 10)]  # capped at the real test images of each class
+    asked.clear()
     darker = evaluate.classifier_fid(lambda c, n: real(c, n) // 2, [0, 2], data, classifier, 5)
-    assert darker > 0.01
+    assert asked == [(0, 5), (2, 5)] and darker > 0.01
 
 
 def test_inception_fid_with_injected_network():

@@ -60,6 +60,7 @@ def test_dcgan_output_shapes_and_ranges(dcgan):
     assert images.shape == (7, *shape) and images.dtype == tf.float32
     values = images.numpy()
     assert np.all(np.isfinite(values)) and values.min() >= -1.0 and values.max() <= 1.0
+    assert values.min() < -0.01 and values.max() > 0.01  # tanh's symmetric range, not [0, 1]
     assert values.std() > 1e-3  # not a constant image
     scores, logits = critic(images)
     assert scores.shape == (7,) and logits.shape == (7, NUM_CLASSES)
@@ -173,6 +174,7 @@ def test_resnet_output_shapes_and_ranges(resnet):
     assert images.shape == (2, 64, 64, 3) and images.dtype == tf.float32
     values = images.numpy()
     assert np.all(np.isfinite(values)) and values.min() >= -1.0 and values.max() <= 1.0
+    assert values.min() < -0.01 and values.max() > 0.01
     # the one-hot class goes through the first dense layer: same z, other class, other image
     same_z = generator(tf.repeat(noise(12, 1), 2, axis=0), tf.constant([1, 2])).numpy()
     assert np.abs(same_z[0] - same_z[1]).max() > 1e-3

@@ -1,0 +1,147 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def task_record(task, seen, mean, reverse=None, fid=None, inception=None):
+    return {'task': task, 'seen_classes': list(seen),
+            'accuracy_per_class': {str(c): mean for c in seen}, 'mean_accuracy': mean,
+            'reverse_accuracy': reverse, 'classifier_fid': fid, 'inception_fid': inception,
+            'samples': {'accuracy_per_class': 64, 'reverse_per_class': 10, 'fid_per_class': 10},
+            'timing_s': {'accuracy': 0.1, 'reverse_accuracy': None, 'classifier_fid': None,
+                         'inception_fid': None}}
+
+
+def sequential(dataset, mode, means):
+    """A run whose mean accuracy after task t is means[t - 1]; one class per task."""
+    return {'dataset': dataset, 'mode': mode, 'run': {'seed': 0}, 'classifier': {'test_accuracy': 0.98},
+            'tasks': [task_record(t, range(t), m) for t, m in enumerate(means, start=1)]}
+
+
+def joint(dataset, classes, mean):
+    return {'dataset': dataset, 'mode': 'joint', 'run': {}, 'classifier': None,
+            'tasks': [task_record(classes, range(classes), mean)]}
+
+
+def write_run(folder, results):
+    folder.mkdir()
+    (folder / 'results.json').write_text(json.dumps(results))
+    return str(folder)
+
+
+def row(table, start):
+    """The cells of the Markdown row whose first cells read `start`."""
+    lines = [line for line in table.splitlines() if line.startswith(start)]
+    assert len(lines) == 1, f'{start!r} matched {lines}'
+    return [cell.strip() for cell in lines[0].strip('|').split('|')]
+
+
+@pytest.fixture
+def runs():
+    sft = [1.0, 0.5, 0.33, 0.25, 0.2, 0.17, 0.14, 0.12, 0.11, 0.1]
+    ra = [1.0, 0.99, 0.985, 0.98, 0.979, 0.975, 0.973, 0.972, 0.971, 0.970]
+    lsun_ra = sequential('lsun', 'ra', [1.0, 0.9, 0.85, 0.8])
+    lsun_ra['tasks'][3].update(reverse_accuracy=0.836, inception_fid=40.5, classifier_fid=3.25)
+    return [sequential('mnist_5k', 'sft', sft), sequential('mnist_5k', 'ra', ra),
+            sequential('mnist_5k', 'ra', [r - 0.01 for r in ra]),
+            joint('mnist_5k', 5, 0.977), joint('mnist_5k', 10, 0.969), lsun_ra]
+
+
+def test_table1_cells_measured_beside_paper(runs):
+    table = report.build_table(runs)
+    after5 = row(table, '| MNIST (mnist_5k) | 5 tasks')
+    after10 = row(table, '| MNIST (mnist_5k) | 10 tasks')
+    columns = dict(zip(['dataset', 'after'] + list(report.TABLE1_METHODS), after5))
+    assert columns['SFT'] == '20.0 (paper 19.87)'
+    assert columns['Joint'] == '97.7 (paper 97.66)'  # joint run with 5 seen classes
+    assert columns['EWC'] == '– (paper 70.62)' and columns['DGR'] == '– (paper 90.39)'
+    assert columns['MeRGAN-JTR'] == '– (paper 97.93)'
+    assert columns['MeRGAN-RA'] == '97.4 [mean of 2] (paper 98.19)'  # 97.9 and 96.9 averaged
+    assert after10[2] == '96.9 (paper 96.92)' and after10[3] == '10.0 (paper 10.06)'
+    assert "mnist_5k runs are compared against the paper's MNIST numbers." in table
+
+
+def test_table1_paper_only_row_for_unmeasured_dataset(runs):
+    table = report.build_table(runs)
+    svhn = row(table, '| SVHN | 10 tasks')
+    assert svhn[2:] == ['– (paper 84.82)', '– (paper 10.10)', '– (paper 33.02)', '– (paper 47.28)',
+                        '– (paper 66.50)', '– (paper 66.78)']
+    assert '| LSUN' not in table
+
+
+def test_record_after_counts_seen_classes_for_joint_runs():
+    run = joint('mnist', 10, 0.9)
+    run['tasks'][0]['task'] = 1  # its seen classes count, not its task number
+    assert report.record_after(run, 10) is run['tasks'][0]
+    assert report.record_after(run, 1) is None
+    assert report.record_after(run, 5) is None
+    seq = sequential('mnist', 'jtr', [0.9] * 6)
+    assert report.record_after(seq, 5)['task'] == 5 and report.record_after(seq, 10) is None
+
+
+def test_lsun_table2(runs):
+    table = report.build_lsun_table(runs)
+    header = row(table, '| LSUN after 4 tasks')
+    accuracy = dict(zip(header, row(table, '| accuracy (%)')))
+    assert accuracy['MeRGAN-RA'] == '80.0 (paper 81.03)'
+    assert accuracy['SFT'] == '– (paper 15.02)' and accuracy['Joint'] == '–'
+    reverse = dict(zip(header, row(table, '| reverse accuracy (%)')))
+    assert reverse['MeRGAN-RA'] == '83.6 (paper 83.62)' and reverse['EWC'] == '– (paper 63.35)'
+    fid = dict(zip(header, row(table, '| FID (Inception)')))
+    assert fid['MeRGAN-RA'] == '40.50 (paper 37.73)' and fid['MeRGAN-JTR'] == '– (paper 49.69)'
+    assert dict(zip(header, row(table, '| classifier FID')))['MeRGAN-RA'] == '3.25'
+
+
+def test_main_prints_tables_and_writes_chart(runs, tmp_path, capsys):
+    folders = [write_run(tmp_path / f'run{i}', results) for i, results in enumerate(runs)]
+    out = tmp_path / 'chart.png'
+    assert report.main(folders + ['--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert '| MNIST (mnist_5k) | 10 tasks | 96.9 (paper 96.92) |' in printed
+    assert '| LSUN after 4 tasks |' in printed
+    content = out.read_bytes()
+    assert content.startswith(PNG_MAGIC) and len(content) > 5000
+
+
+def test_missing_folder_exits_2_with_message(tmp_path):
+    missing = tmp_path / 'no_such_run'
+    done = subprocess.run([sys.executable, os.path.join(REPO, 'report.py'), str(missing)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert f'{missing}: no such folder' in done.stderr
+    assert done.stdout == '' and not (tmp_path / 'report.png').exists()
+
+
+@pytest.mark.parametrize('content, message', [
+    (None, 'results.json: missing'),
+    ('{"dataset": "mnist", ', 'not valid JSON'),
+    ('{"dataset": "mnist", "mode": "ewc", "tasks": []}', "unknown mode 'ewc'"),
+    ('{"dataset": "mnist", "mode": "ra", "tasks": [{"task": 1}]}', 'each task record needs'),
+])
+def test_bad_results_exit_2(tmp_path, capsys, content, message):
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    if content is not None:
+        (folder / 'results.json').write_text(content)
+    assert report.main([str(folder), '--out', str(tmp_path / 'r.png')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('report.py: error: ') and message in err
+    assert not (tmp_path / 'r.png').exists()
+
+
+def test_paper_numbers_and_source():
+    paper = report.load_paper()
+    assert '1809.02058' in paper['source']['arxiv']
+    mnist = paper['table1']['datasets']['MNIST']
+    assert mnist['MeRGAN-RA'] == {'5': 98.19, '10': 97.01} and mnist['Joint']['10'] == 96.92
+    assert paper['table1']['datasets']['SVHN']['DGR'] == {'5': 61.29, '10': 47.28}
+    assert paper['table2']['metrics']['fid']['MeRGAN-RA'] == 37.73
+    assert paper['table2']['metrics']['reverse_accuracy']['SFT'] == 28.0
