@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ITERS ?= 300
+DATASET ?= mnist_5k
+TABLE1 := results/table1_$(DATASET)_$(ITERS)
 DEMO := results/demo_mnist_5k_ra
 
 .PHONY: demo test bench table1 clean-venv
@@ -21,6 +23,19 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests -q
+
+# The paper's Table 1 protocol: joint on 5 and 10 classes, SFT, JTR and RA over 10
+# tasks, --test on each, then report.py. ITERS shortens every run (the paper: 4001
+# per task, joint 10x); joint gets ITERS per class. Rerunning continues (--resume).
+table1: $(STAMP)
+	$(BIN)/python joint.py --dataset $(DATASET) --classes 5 --iters $$(( $(ITERS) * 5 )) --result_path $(TABLE1)/joint_5 --resume
+	$(BIN)/python joint.py --dataset $(DATASET) --classes 10 --iters $$(( $(ITERS) * 10 )) --result_path $(TABLE1)/joint_10 --resume
+	$(BIN)/python main.py --dataset $(DATASET) --iters $(ITERS) --result_path $(TABLE1)/sft --resume
+	$(BIN)/python main.py --dataset $(DATASET) --RA --iters $(ITERS) --result_path $(TABLE1)/ra --resume
+	$(BIN)/python main.py --dataset $(DATASET) --JTR --iters $(ITERS) --result_path $(TABLE1)/jtr --resume
+	for run in joint_5 joint_10; do $(BIN)/python joint.py --dataset $(DATASET) --test --result_path $(TABLE1)/$$run || exit 1; done
+	for run in sft ra jtr; do $(BIN)/python main.py --dataset $(DATASET) --test --result_path $(TABLE1)/$$run || exit 1; done
+	$(BIN)/python report.py $(TABLE1)/joint_5 $(TABLE1)/joint_10 $(TABLE1)/sft $(TABLE1)/ra $(TABLE1)/jtr --out $(TABLE1)/report.png | tee $(TABLE1)/report.md
 
 clean-venv:
 	rm -rf $(VENV)

@@ -11,6 +11,7 @@ import os
 import sys
 
 import evaluate
+import model
 import ops
 import utils
 from data import DataError, group_by_class, load_dataset
@@ -131,7 +132,7 @@ class ReplayAlignment(SequentialFineTuning):
         self.factor = factor
 
     def generator_terms(self, models, replay):
-        new_images = models.generator(replay.z, replay.labels)
+        new_images = models.generator(replay.z, replay.labels, groups=replay.groups)
         loss = ops.replay_alignment_loss(new_images, replay.old_images)
         return {'replay_alignment': self.factor * loss / replay.class_scale}
 
@@ -149,15 +150,14 @@ class JointTrainingWithReplay(SequentialFineTuning):
     generator_term_names = ('jtr_generator',)
 
     def critic_terms(self, models, replay):
-        new_images = models.generator(replay.z, replay.labels)
-        old_scores, old_logits = models.critic(replay.old_images)
-        new_scores, _ = models.critic(new_images)
+        new_images = models.generator(replay.z, replay.labels, groups=replay.groups)
+        (old_scores, old_logits), (new_scores, _) = model.critic_pass(models.critic, replay.old_images, new_images)
         loss = (ops.critic_wasserstein_loss(old_scores, new_scores)
                 + ops.classification_loss(old_logits, replay.labels))
         return {'jtr_critic': replay.class_scale * loss}
 
     def generator_terms(self, models, replay):
-        new_scores, new_logits = models.critic(models.generator(replay.z, replay.labels))
+        new_scores, new_logits = models.critic(models.generator(replay.z, replay.labels, groups=replay.groups))
         loss = ops.generator_wasserstein_loss(new_scores) + ops.classification_loss(new_logits, replay.labels)
         return {'jtr_generator': replay.class_scale * loss}
 

@@ -2,7 +2,8 @@
 
 32x32 DCGAN pair for MNIST and SVHN, 64x64 ResNet pair for LSUN. Networks know
 nothing about tasks: a generator maps (z, class) to images in [-1, 1], a critic
-maps images to (Wasserstein score, class logits).
+maps images to (Wasserstein score, class logits). groups=k makes a generator
+treat its batch as k equal consecutive batches for normalisation statistics.
 """
 import keras
 import tensorflow as tf
@@ -24,11 +25,11 @@ class DCGANGenerator(keras.Model):
                            ops.transposed_conv(2 * width, width, 5)]
         self.to_image = ops.transposed_conv(width, channels, 5)
 
-    def call(self, z, labels):
+    def call(self, z, labels, groups=None):
         x = tf.reshape(self.project(z), [-1, 4, 4, 4 * self.width])
-        x = tf.nn.relu(self.norms[0](x, labels))
+        x = tf.nn.relu(self.norms[0](x, labels, groups=groups))
         for upsample, norm in zip(self.upsamplers, self.norms[1:]):
-            x = tf.nn.relu(norm(upsample(x), labels))
+            x = tf.nn.relu(norm(upsample(x), labels, groups=groups))
         return tf.tanh(self.to_image(x))
 
 
@@ -46,7 +47,7 @@ class DCGANCritic(keras.Model):
     def call(self, images):
         x = images
         for layer in self.convs:
-            x = tf.nn.leaky_relu(layer(x), alpha=0.2)
+            x = ops.leaky_relu(layer(x))
         x = tf.reshape(x, [tf.shape(x)[0], -1])
         return tf.squeeze(self.score_head(x), axis=1), self.class_head(x)
 
@@ -61,9 +62,9 @@ class ResidualUp(keras.layers.Layer):
         self.conv1 = ops.conv(in_channels, out_channels, 3, use_bias=False)
         self.conv2 = ops.conv(out_channels, out_channels, 3)
 
-    def call(self, x):
-        residual = self.conv1(ops.upsample_nearest(tf.nn.relu(self.norm1(x))))
-        residual = self.conv2(tf.nn.relu(self.norm2(residual)))
+    def call(self, x, groups=None):
+        residual = self.conv1(ops.upsample_nearest(tf.nn.relu(self.norm1(x, groups=groups))))
+        residual = self.conv2(tf.nn.relu(self.norm2(residual, groups=groups)))
         return self.shortcut(ops.upsample_nearest(x)) + residual
 
 
@@ -95,12 +96,12 @@ class ResNetGenerator(keras.Model):
         self.norm = ops.BatchNorm()
         self.to_image = ops.conv(width, channels, 3)
 
-    def call(self, z, labels):
+    def call(self, z, labels, groups=None):
         x = tf.concat([z, tf.one_hot(labels, self.num_classes)], axis=1)
         x = tf.reshape(self.project(x), [-1, 4, 4, 8 * self.width])
         for block in self.blocks:
-            x = block(x)
-        return tf.tanh(self.to_image(tf.nn.relu(self.norm(x))))
+            x = block(x, groups=groups)
+        return tf.tanh(self.to_image(tf.nn.relu(self.norm(x, groups=groups))))
 
 
 class ResNetCritic(keras.Model):
@@ -121,6 +122,17 @@ class ResNetCritic(keras.Model):
             x = block(x)
         x = tf.reshape(x, [tf.shape(x)[0], -1])
         return tf.squeeze(self.score_head(x), axis=1), self.class_head(x)
+
+
+def critic_pass(critic, *batches):
+    """One critic call on several batches, split back into (scores, logits) per batch.
+
+    Exact because the critics have no batch coupling (no batch norm), and one
+    large call runs faster than several small ones.
+    """
+    scores, logits = critic(tf.concat(batches, axis=0))
+    sizes = [tf.shape(batch)[0] for batch in batches]
+    return list(zip(tf.split(scores, sizes), tf.split(logits, sizes)))
 
 
 ARCHITECTURES = {

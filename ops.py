@@ -62,6 +62,24 @@ def standardize(x, axes, epsilon=BATCH_NORM_EPSILON):
     return (x - mean) * tf.math.rsqrt(variance + epsilon)
 
 
+def batch_standardize(x, groups=None, epsilon=BATCH_NORM_EPSILON):
+    """Per-channel standardisation on batch statistics (over N, H, W).
+
+    groups=k splits the batch into k equal consecutive groups with statistics of
+    their own: exactly what k separate generator calls would compute, as the
+    reference code does for each replayed class. Without groups, the fused kernel
+    does the same in one op (the generator's small layers are overhead-bound on CPU).
+    """
+    if groups is not None:
+        height, width, channels = x.shape[1:]
+        grouped = tf.reshape(x, [groups, -1, height, width, channels])
+        return tf.reshape(standardize(grouped, axes=[1, 2, 3], epsilon=epsilon), tf.shape(x))
+    channels = x.shape[-1]
+    normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        x, tf.ones([channels]), tf.zeros([channels]), epsilon=epsilon, is_training=True)
+    return normalized
+
+
 class ConditionalBatchNorm(keras.layers.Layer):
     """Batch norm whose per-channel scale and offset are looked up by class."""
 
@@ -74,8 +92,8 @@ class ConditionalBatchNorm(keras.layers.Layer):
         self.gamma = self.add_weight(shape=(self.num_classes, channels), initializer='ones', name='gamma')
         self.beta = self.add_weight(shape=(self.num_classes, channels), initializer='zeros', name='beta')
 
-    def call(self, x, labels):
-        normalized = standardize(x, axes=[0, 1, 2])
+    def call(self, x, labels, groups=None):
+        normalized = batch_standardize(x, groups)
         gamma = tf.gather(self.gamma, labels)[:, None, None, :]
         beta = tf.gather(self.beta, labels)[:, None, None, :]
         return normalized * gamma + beta
@@ -89,8 +107,8 @@ class BatchNorm(keras.layers.Layer):
         self.gamma = self.add_weight(shape=(channels,), initializer='ones', name='gamma')
         self.beta = self.add_weight(shape=(channels,), initializer='zeros', name='beta')
 
-    def call(self, x):
-        return standardize(x, axes=[0, 1, 2]) * self.gamma + self.beta
+    def call(self, x, groups=None):
+        return batch_standardize(x, groups) * self.gamma + self.beta
 
 
 class LayerNorm(keras.layers.Layer):
@@ -106,6 +124,15 @@ class LayerNorm(keras.layers.Layer):
 
     def call(self, x):
         return standardize(x, axes=[1, 2, 3]) * self.gamma + self.beta
+
+
+def leaky_relu(x, slope=0.2):
+    """max(slope * x, x), as the reference code wrote it.
+
+    tf.nn.leaky_relu would be the same function, but after a conv its gradient
+    makes grappler's remapper fail on the whole graph (TF 2.21), losing every fusion.
+    """
+    return tf.maximum(slope * x, x)
 
 
 def mean_pool(x):

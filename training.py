@@ -49,10 +49,13 @@ class Models(NamedTuple):
 
 
 class Replay(NamedTuple):
-    """What a strategy gets from task 2 on: noise and labels of earlier classes,
-    the old generator's images for them, and class_scale (see main.py)."""
+    """What a strategy gets from task 2 on: noise and labels of the earlier classes
+    (one equal, consecutive group per class, normalised as separate batches like the
+    reference code's per-class generator calls), the old generator's images for
+    them, and class_scale (see main.py)."""
     z: object
     labels: object
+    groups: object
     old_images: object
     class_scale: object
 
@@ -131,7 +134,8 @@ class Trainer:
             labels = tf.repeat(tf.range(earlier), per_class)
             z = self.rng.normal([tf.size(labels), model.Z_DIM])
             scale = tf.cast(earlier if self.split_replay_batch else 1, tf.float32)
-            return terms(self.models, Replay(z, labels, self.models.old_generator(z, labels), scale))
+            old_images = self.models.old_generator(z, labels, groups=earlier)
+            return terms(self.models, Replay(z, labels, earlier, old_images, scale))
 
         return tf.cond(spec.earlier_classes > 0, with_replay,
                        lambda: {name: tf.constant(0.0) for name in names})
@@ -142,8 +146,7 @@ class Trainer:
         fake_images = self.models.generator(*self._fake_inputs(spec))
         alpha = ops.sample_interpolation_weights(self.rng, BATCH_SIZE)
         with tf.GradientTape() as tape:
-            real_scores, real_logits = critic(real_images)
-            fake_scores, _ = critic(fake_images)
+            (real_scores, real_logits), (fake_scores, _) = model.critic_pass(critic, real_images, fake_images)
             wasserstein = ops.critic_wasserstein_loss(real_scores, fake_scores)
             penalty = ops.gradient_penalty(lambda x: critic(x)[0], real_images, fake_images, alpha)
             classification = ops.classification_loss(real_logits, real_labels)

@@ -200,3 +200,16 @@ def test_resnet_critic_scores_each_sample_on_its_own(resnet):
     alone_score, alone_logits = critic(images[1:])
     np.testing.assert_allclose(alone_score.numpy(), scores.numpy()[1:], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(alone_logits.numpy(), logits.numpy()[1:], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('architecture, shape, classes', [('dcgan32', (32, 32, 1), 10), ('resnet64', (64, 64, 3), 4)])
+def test_grouped_generator_call_equals_separate_calls(architecture, shape, classes):
+    """groups=k normalises each of k consecutive groups on its own statistics."""
+    generator = model.build_generator(architecture, classes, shape)
+    z = tf.random.stateless_normal([6, model.Z_DIM], seed=[5, 6])
+    labels = tf.constant([0, 0, 1, 1, 2, 2])
+    grouped = generator(z, labels, groups=3).numpy()
+    separate = np.concatenate([generator(z[i:i + 2], labels[i:i + 2]).numpy() for i in (0, 2, 4)])
+    np.testing.assert_allclose(grouped, separate, atol=2e-5)
+    whole = generator(z, labels).numpy()
+    assert np.abs(whole - separate).max() > 1e-3  # statistics really differ

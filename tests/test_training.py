@@ -79,10 +79,10 @@ def test_replay_alignment_term_matches_its_formula(mnist_5k, tmp_path):
     old_generator.weights[0].assign(generator.weights[0] + 0.01)
     z = tf.random.stateless_normal([63, 128], seed=[1, 2])
     labels = tf.repeat(tf.range(3), 21)
-    old_images = old_generator(z, labels)
-    replay = training.Replay(z, labels, old_images, tf.constant(3.0))
+    old_images = old_generator(z, labels, groups=3)
+    replay = training.Replay(z, labels, 3, old_images, tf.constant(3.0))
     terms = main.ReplayAlignment(1e-3).generator_terms(trainer.models, replay)
-    difference = generator(z, labels).numpy() - old_images.numpy()
+    difference = generator(z, labels, groups=3).numpy() - old_images.numpy()
     expected = 1e-3 * 0.5 * np.sum(difference.astype(np.float64) ** 2) / 3
     assert expected > 0
     np.testing.assert_allclose(float(terms['replay_alignment']), expected, rtol=1e-5)
@@ -93,10 +93,11 @@ def test_joint_training_with_replay_terms(mnist_5k, tmp_path):
     models = trainer.models
     z = tf.random.stateless_normal([64, 128], seed=[3, 4])
     labels = tf.repeat(tf.range(2), 32)
-    old_images = models.old_generator(z, labels)
-    terms = main.JointTrainingWithReplay().critic_terms(models, training.Replay(z, labels, old_images, tf.constant(2.0)))
+    old_images = models.old_generator(z, labels, groups=2)
+    replay = training.Replay(z, labels, 2, old_images, tf.constant(2.0))
+    terms = main.JointTrainingWithReplay().critic_terms(models, replay)
     old_scores, old_logits = models.critic(old_images)
-    new_scores, _ = models.critic(models.generator(z, labels))
+    new_scores, _ = models.critic(models.generator(z, labels, groups=2))
     cross_entropy = -tf.nn.log_softmax(old_logits).numpy()[np.arange(64), labels.numpy()].mean()
     expected = 2.0 * (new_scores.numpy().mean() - old_scores.numpy().mean() + cross_entropy)
     np.testing.assert_allclose(float(terms['jtr_critic']), expected, rtol=1e-5, atol=1e-6)
@@ -109,12 +110,17 @@ def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
     def record(models, replay):
         seen['labels'] = replay.labels
         seen['scale'] = replay.class_scale
+        seen['old_images'] = replay.old_images
         return {'replay_alignment': tf.constant(0.0)}
 
     spec = spec_tensors(tasks_for(mnist_5k, 4)[3])
     trainer._replay_terms(spec, ('replay_alignment',), record)
     assert np.bincount(seen['labels'].numpy()).tolist() == [21, 21, 21]  # 64 // 3 each
+    assert seen['labels'].numpy().tolist() == sorted(seen['labels'].numpy().tolist())
     assert float(seen['scale']) == 3.0
+    # Each class is normalised as a batch of its own, as the reference's per-class calls.
+    old_images = seen['old_images'].numpy()
+    assert old_images.shape == (63, 32, 32, 1)
 
 
 def test_fake_labels_follow_the_task(mnist_5k, tmp_path):
