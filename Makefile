@@ -37,5 +37,8 @@ table1: $(STAMP)
 	for run in sft ra jtr; do $(BIN)/python main.py --dataset $(DATASET) --test --result_path $(TABLE1)/$$run || exit 1; done
 	$(BIN)/python report.py $(TABLE1)/joint_5 $(TABLE1)/joint_10 $(TABLE1)/sft $(TABLE1)/ra $(TABLE1)/jtr --out $(TABLE1)/report.png | tee $(TABLE1)/report.md
 
+bench: $(STAMP)
+	$(BIN)/python bench.py
+
 clean-venv:
 	rm -rf $(VENV)

@@ -15,7 +15,7 @@ import model
 import ops
 import utils
 from data import DataError, group_by_class, load_dataset
-from training import Task, TaskSpec, Trainer
+from training import PRECISIONS, Task, TaskSpec, Trainer
 
 # split_replay_batch: MNIST/SVHN share one batch of replays among the t earlier
 # classes (64 // t each); LSUN replays a full batch per earlier class.
@@ -58,6 +58,8 @@ def build_parser(description):
     parser.add_argument('--resume', action='store_true', help='continue the run in --result_path')
     parser.add_argument('--overwrite', action='store_true', help='replace the run in --result_path')
     parser.add_argument('--deterministic', action='store_true', help='enable TensorFlow op determinism')
+    parser.add_argument('--precision', choices=PRECISIONS, default='float32',
+                        help='compute precision; mixed_bfloat16 keeps float32 weights (see README)')
     parser.add_argument('--test', action='store_true', help='evaluate the checkpoint of every task')
     evaluate.add_evaluation_flags(parser)
     return parser
@@ -179,7 +181,7 @@ def sequential_tasks(offsets, num_tasks):
 
 def run_identity(args, data):
     """The flags that make two runs the same run (checked on --resume)."""
-    keys = ('dataset', 'mode', 'iters', 'seed', 'RA_factor', 'num_tasks', 'classes', 'deterministic')
+    keys = ('dataset', 'mode', 'iters', 'seed', 'RA_factor', 'num_tasks', 'classes', 'deterministic', 'precision')
     identity = {key: getattr(args, key, None) for key in keys}
     identity['data'] = {'train_per_class': data.provenance.get('train_per_class')}
     return identity

@@ -30,7 +30,7 @@ class DCGANGenerator(keras.Model):
         x = tf.nn.relu(self.norms[0](x, labels, groups=groups))
         for upsample, norm in zip(self.upsamplers, self.norms[1:]):
             x = tf.nn.relu(norm(upsample(x), labels, groups=groups))
-        return tf.tanh(self.to_image(x))
+        return tf.cast(tf.tanh(self.to_image(x)), tf.float32)
 
 
 class DCGANCritic(keras.Model):
@@ -48,8 +48,14 @@ class DCGANCritic(keras.Model):
         x = images
         for layer in self.convs:
             x = ops.leaky_relu(layer(x))
-        x = tf.reshape(x, [tf.shape(x)[0], -1])
-        return tf.squeeze(self.score_head(x), axis=1), self.class_head(x)
+        return critic_heads(self, x)
+
+
+def critic_heads(critic, features):
+    """Score and logits, in float32 whatever the compute precision (losses stay exact)."""
+    features = tf.reshape(features, [tf.shape(features)[0], -1])
+    scores = tf.squeeze(critic.score_head(features), axis=1)
+    return tf.cast(scores, tf.float32), tf.cast(critic.class_head(features), tf.float32)
 
 
 class ResidualUp(keras.layers.Layer):
@@ -101,7 +107,7 @@ class ResNetGenerator(keras.Model):
         x = tf.reshape(self.project(x), [-1, 4, 4, 8 * self.width])
         for block in self.blocks:
             x = block(x, groups=groups)
-        return tf.tanh(self.to_image(tf.nn.relu(self.norm(x, groups=groups))))
+        return tf.cast(tf.tanh(self.to_image(tf.nn.relu(self.norm(x, groups=groups)))), tf.float32)
 
 
 class ResNetCritic(keras.Model):
@@ -120,8 +126,7 @@ class ResNetCritic(keras.Model):
         x = self.stem(images)
         for block in self.blocks:
             x = block(x)
-        x = tf.reshape(x, [tf.shape(x)[0], -1])
-        return tf.squeeze(self.score_head(x), axis=1), self.class_head(x)
+        return critic_heads(self, x)
 
 
 def critic_pass(critic, *batches):

@@ -94,8 +94,8 @@ class ConditionalBatchNorm(keras.layers.Layer):
 
     def call(self, x, labels, groups=None):
         normalized = batch_standardize(x, groups)
-        gamma = tf.gather(self.gamma, labels)[:, None, None, :]
-        beta = tf.gather(self.beta, labels)[:, None, None, :]
+        gamma = tf.cast(tf.gather(self.gamma, labels), x.dtype)[:, None, None, :]
+        beta = tf.cast(tf.gather(self.beta, labels), x.dtype)[:, None, None, :]
         return normalized * gamma + beta
 
 

@@ -24,6 +24,7 @@ GRADIENT_PENALTY_WEIGHT = 10.0
 LEARNING_RATE = 1e-4
 ADAM_BETAS = (0.0, 0.9)
 GRID_SIZE = 100
+PRECISIONS = ('float32', 'mixed_bfloat16')  # Keras policies: compute dtype; weights stay float32
 
 
 class TaskSpec(NamedTuple):
@@ -86,8 +87,11 @@ class Trainer:
         self.split_replay_batch = settings['split_replay_batch']
         build = dict(architecture=settings['architecture'], num_classes=data.num_classes,
                      image_shape=data.image_shape)
+        # The policy is read when layers are made: only the GAN gets it, not the evaluation classifier.
+        keras.mixed_precision.set_global_policy(getattr(args, 'precision', 'float32'))
         self.models = Models(model.build_generator(**build), model.build_critic(**build),
                              model.build_generator(**build))
+        keras.mixed_precision.set_global_policy('float32')
         self.models.old_generator.trainable = False
         self.generator_optimizer, self.critic_optimizer = make_adam(), make_adam()
         self.generator_optimizer.build(self.models.generator.trainable_variables)

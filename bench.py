@@ -1,0 +1,225 @@
+"""Throughput of the real training step (the one main.py and joint.py run).
+
+    python bench.py [--quick] [--out results/bench.json]
+
+Times training.Trainer.train_step on mnist_5k at batch 64 for SFT, RA, JTR (at
+task 6: five earlier classes replayed) and joint training, in each precision;
+counts FLOPs per generator iteration analytically and with TensorFlow's
+profiler; measures this machine's fp32 matmul rate in the same run; peak memory
+after 1 and after 10 tasks; evaluation throughput.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import evaluate
+import joint
+import main
+import model
+import training
+from data import group_by_class, load_dataset
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+MODES = ('sft', 'ra', 'jtr', 'joint')
+REPLAY_TASK = 6  # RA and JTR are timed where 5 earlier classes are replayed
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help='a smoke check: fewer timed iterations, fewer tasks')
+    parser.add_argument('--iterations', type=main.positive_int, help='timed generator iterations per mode')
+    parser.add_argument('--precisions', nargs='+', default=list(training.PRECISIONS), choices=training.PRECISIONS)
+    parser.add_argument('--out', default=os.path.join('results', 'bench.json'))
+    return parser.parse_args(argv)
+
+
+# --- the machine's reference rate -----------------------------------------------------------
+
+def matmul_gflops(size=2048, repeats=10):
+    """fp32 rate of a large square tf.matmul, best of three rounds."""
+    a = tf.random.normal([size, size])
+    b = tf.random.normal([size, size])
+    product = tf.function(tf.matmul)
+    product(a, b).numpy()
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            result = product(a, b)
+        result.numpy()
+        best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+# --- analytic FLOPs ----------------------------------------------------------------------------
+# Multiply-adds of one forward pass per image, layer by layer, for the DCGAN pair:
+#   dense: in * out;  conv: out_h * out_w * k * k * c_in * c_out;
+#   transposed conv: in_h * in_w * k * k * c_in * c_out.
+# A backward pass costs one forward per gradient it produces (weights, inputs).
+# The gradient penalty costs 4 critic forwards: the forward on the interpolates,
+# the input gradient, and differentiating that input gradient with respect to
+# weights and to its upstream gradient (the activations are piecewise linear, so
+# nothing flows back into the forward pass). Elementwise work (normalisation,
+# activations, Adam) is left out; TensorFlow's profiler counts it, hence most of
+# the difference between the two counts.
+
+def dcgan_macs(image_shape, num_classes, width=32, z_dim=model.Z_DIM):
+    channels = image_shape[-1]
+    generator = {'dense': z_dim * 16 * 4 * width,
+                 'tconv1': 4 * 4 * 25 * 4 * width * 2 * width,
+                 'tconv2': 8 * 8 * 25 * 2 * width * width,
+                 'tconv3': 16 * 16 * 25 * width * channels}
+    critic = {'conv1': 16 * 16 * 25 * channels * width,
+              'conv2': 8 * 8 * 25 * width * 2 * width,
+              'conv3': 4 * 4 * 25 * 2 * width * 4 * width,
+              'heads': 16 * 4 * width * (1 + num_classes)}
+    return generator, critic
+
+
+def analytic_gflop_per_iteration(mode, image_shape, num_classes, earlier_classes):
+    generator, critic = dcgan_macs(image_shape, num_classes)
+    g, d = 2 * sum(generator.values()), 2 * sum(critic.values())  # FLOPs per image
+    g_first, d_first = 2 * generator['dense'], 2 * critic['conv1']
+    batch = training.BATCH_SIZE
+    generator_backward = 2 * g - g_first      # no gradient into z
+    critic_backward = 2 * d - d_first         # no gradient into training images
+    critic_step = batch * g + 2 * batch * (d + critic_backward) + batch * 4 * d
+    generator_step = batch * (g + generator_backward) + batch * 2 * d
+    replayed = (batch // earlier_classes) * earlier_classes if earlier_classes else 0
+    if mode == 'ra':
+        generator_step += replayed * (2 * g + generator_backward)
+    if mode == 'jtr':
+        critic_step += replayed * (2 * g + 2 * (d + critic_backward))
+        generator_step += replayed * (2 * g + generator_backward + 2 * d)
+    return (training.CRITIC_STEPS * critic_step + generator_step) / 1e9
+
+
+def profiler_gflop_per_iteration(trainer, spec):
+    """FLOPs of the traced step graph as TensorFlow's profiler registers them."""
+    from tensorflow.python.profiler import model_analyzer, option_builder
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options['output'] = 'none'
+    graph = trainer.train_step.get_concrete_function(spec).graph
+    return model_analyzer.profile(graph, options=options).total_float_ops / 1e9
+
+
+# --- timing the real step ----------------------------------------------------------------------
+
+def make_trainer(mode, data, precision, result_path):
+    args = argparse.Namespace(dataset='mnist_5k', seed=0, deterministic=False, result_path=result_path,
+                              mode=mode, precision=precision)
+    strategy = main.strategy_for('sft' if mode == 'joint' else mode, main.DATASET_SETTINGS['mnist_5k']['ra_factor'])
+    return training.Trainer(args, data, strategy, main.DATASET_SETTINGS['mnist_5k'])
+
+
+def task_for(mode, offsets, num_classes):
+    if mode == 'joint':
+        return joint.joint_task(offsets, num_classes)
+    return main.sequential_tasks(offsets, REPLAY_TASK)[REPLAY_TASK - 1 if mode in ('ra', 'jtr') else 0]
+
+
+def time_mode(mode, data, precision, iterations, matmul_rate):
+    _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
+    task = task_for(mode, offsets, data.num_classes)
+    with tempfile.TemporaryDirectory() as result_path:
+        trainer = make_trainer(mode, data, precision, result_path)
+        spec = training.TaskSpec(*[tf.constant(value, tf.int32) for value in task.spec])
+        for _ in range(3):  # trace and warm up
+            trainer.train_step(spec)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            metrics = trainer.train_step(spec)
+        float(metrics['critic/loss'])
+        seconds = time.perf_counter() - start
+        profiled = profiler_gflop_per_iteration(trainer, spec)
+        traces = trainer.train_step.experimental_get_tracing_count()
+    rate = iterations / seconds
+    analytic = analytic_gflop_per_iteration(mode, data.image_shape, data.num_classes, task.spec.earlier_classes)
+    return {'gen_iters_per_s': rate,
+            'images_per_s': rate * training.BATCH_SIZE * (training.CRITIC_STEPS + 1),
+            'gflop_per_iter': analytic, 'profiler_gflop_per_iter': profiled,
+            'gflops': analytic * rate, 'ratio_to_matmul': analytic * rate / matmul_rate,
+            'timed_iterations': iterations, 'traces': traces}
+
+
+# --- memory over tasks and evaluation throughput ------------------------------------------------
+
+def peak_memory_mb(num_tasks, iters):
+    """Peak resident memory of a real main.py run (RA) of num_tasks short tasks."""
+    with tempfile.TemporaryDirectory() as result_path:
+        command = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA',
+                   '--num_tasks', str(num_tasks), '--iters', str(iters), '--sample_every', str(iters),
+                   '--ckpt_every', str(iters), '--result_path', os.path.join(result_path, 'run')]
+        child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        if status != 0:
+            raise RuntimeError(f'{" ".join(command)} failed: {child.stderr.read()[-2000:]}')
+    return usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def eval_images_per_s(data, count):
+    """Generated images per second through the generator and the evaluation classifier."""
+    with tempfile.TemporaryDirectory() as result_path:
+        trainer = make_trainer('sft', data, 'float32', result_path)
+        classifier = evaluate.build_classifier(data.image_shape, data.num_classes)
+        evaluate.predict_labels(classifier, trainer.sample_images(0, training.BATCH_SIZE))  # warm up
+        start = time.perf_counter()
+        evaluate.predict_labels(classifier, trainer.sample_images(1, count))
+        return count / (time.perf_counter() - start)
+
+
+def machine_description():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {'cpu': cpu, 'cores': os.cpu_count(), 'python': platform.python_version(),
+            'tensorflow': tf.__version__, 'platform': platform.platform(),
+            'gpus': [d.name for d in tf.config.list_physical_devices('GPU')]}
+
+
+def run(args):
+    iterations = args.iterations or (5 if args.quick else 40)
+    data = load_dataset('mnist_5k', None)
+    matmul_rate = matmul_gflops(repeats=5 if args.quick else 20)
+    print(f'fp32 matmul: {matmul_rate:.1f} GFLOP/s', flush=True)
+    results = {'machine': machine_description(), 'matmul_gflops': matmul_rate, 'modes': {}, 'precision': {}}
+    for precision in args.precisions:
+        for mode in MODES:
+            measured = time_mode(mode, data, precision, iterations, matmul_rate)
+            print(f"{precision:>15} {mode:>5}: {measured['gen_iters_per_s']:.2f} it/s, "
+                  f"{measured['gflops']:.1f} GFLOP/s ({100 * measured['ratio_to_matmul']:.0f}% of matmul), "
+                  f"{measured['gflop_per_iter']:.1f} GFLOP/it analytic, "
+                  f"{measured['profiler_gflop_per_iter']:.1f} by the profiler", flush=True)
+            results['precision'].setdefault(precision, {})[mode] = measured
+    results['modes'] = results['precision'].get('float32') or next(iter(results['precision'].values()))
+    sft = results['modes']['sft']['gen_iters_per_s']
+    results['cost_vs_sft'] = {mode: sft / measured['gen_iters_per_s'] for mode, measured in results['modes'].items()}
+    memory_iters = 2 if args.quick else 20
+    results['memory_mb'] = {'after_task_1': peak_memory_mb(1, memory_iters),
+                            'after_task_10': peak_memory_mb(10, memory_iters)}
+    print(f"peak memory: {results['memory_mb']['after_task_1']:.0f} MB after task 1, "
+          f"{results['memory_mb']['after_task_10']:.0f} MB after task 10", flush=True)
+    results['eval_images_per_s'] = eval_images_per_s(data, 640 if args.quick else 6400)
+    print(f"evaluation: {results['eval_images_per_s']:.0f} generated images/s through G and the classifier")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, 'w') as f:
+        json.dump(results, f, indent=2)
+    print(f'written to {args.out}')
+    return results
+
+
+if __name__ == '__main__':
+    run(parse_args())

@@ -1,0 +1,36 @@
+"""bench.py: the analytic FLOP count, and a --quick run writing well-formed results."""
+import json
+
+import bench
+
+
+def test_analytic_count_of_the_mnist_dcgan_pair():
+    generator, critic = bench.dcgan_macs((32, 32, 1), 10)
+    assert generator == {'dense': 262144, 'tconv1': 3276800, 'tconv2': 3276800, 'tconv3': 204800}
+    assert critic == {'conv1': 204800, 'conv2': 3276800, 'conv3': 3276800, 'heads': 22528}
+    # 5 critic steps (G forward, critic forward + backward on 128, penalty = 4 forwards on 64)
+    # and one generator step, worked out by hand from the per-image counts above.
+    assert bench.analytic_gflop_per_iteration('sft', (32, 32, 1), 10, 0) * 1e9 == 52027195392
+    sft = bench.analytic_gflop_per_iteration('sft', (32, 32, 1), 10, 5)
+    ra = bench.analytic_gflop_per_iteration('ra', (32, 32, 1), 10, 5)
+    jtr = bench.analytic_gflop_per_iteration('jtr', (32, 32, 1), 10, 5)
+    g = 2 * 7020544  # generator FLOPs per image
+    assert round((ra - sft) * 1e9) == 60 * (4 * g - 2 * 262144)  # old G + new G forward, new G backward
+    assert jtr > ra > sft
+
+
+def test_quick_run_writes_well_formed_results(tmp_path):
+    out = tmp_path / 'bench.json'
+    bench.run(bench.parse_args(['--quick', '--iterations', '1', '--precisions', 'float32', '--out', str(out)]))
+    results = json.loads(out.read_text())
+    assert set(results) >= {'machine', 'matmul_gflops', 'modes', 'memory_mb', 'eval_images_per_s', 'precision'}
+    assert set(results['modes']) == {'sft', 'ra', 'jtr', 'joint'}
+    for mode, measured in results['modes'].items():
+        assert measured['gen_iters_per_s'] > 0 and measured['traces'] == 1
+        assert measured['images_per_s'] == measured['gen_iters_per_s'] * 64 * 6
+        assert abs(measured['ratio_to_matmul'] * results['matmul_gflops'] - measured['gflops']) < 1e-6
+        assert measured['profiler_gflop_per_iter'] > measured['gflop_per_iter'] * 0.9
+    assert results['modes']['sft']['gflop_per_iter'] == 52027195392 / 1e9
+    assert results['precision']['float32'] == results['modes']
+    assert results['memory_mb']['after_task_10'] > 100 and results['memory_mb']['after_task_1'] > 100
+    assert results['eval_images_per_s'] > 0 and results['machine']['cores'] >= 1
