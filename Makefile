@@ -17,7 +17,7 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python main.py --dataset mnist_5k --RA --iters 250 --num_tasks 3 --result_path $(DEMO) --overwrite
+	$(BIN)/python main.py --dataset mnist_5k --RA --iters 500 --num_tasks 2 --result_path $(DEMO) --overwrite
 	$(BIN)/python main.py --dataset mnist_5k --test --result_path $(DEMO) --eval_samples 640
 	@echo "sample grids: $(DEMO)/samples and $(DEMO)/test; metrics: $(DEMO)/results.json"
 

@@ -70,7 +70,8 @@ def matmul_gflops(size=2048, repeats=10):
 # weights and to its upstream gradient (the activations are piecewise linear, so
 # nothing flows back into the forward pass). Elementwise work (normalisation,
 # activations, Adam) is left out; TensorFlow's profiler counts it, hence most of
-# the difference between the two counts.
+# the difference between the two counts. The profiler does not enter tf.cond
+# branches, where the replay terms run: for RA and JTR it misses those FLOPs.
 
 def dcgan_macs(image_shape, num_classes, width=32, z_dim=model.Z_DIM):
     channels = image_shape[-1]

@@ -15,11 +15,12 @@ def mnist_5k():
     return load_dataset('mnist_5k', None)
 
 
-def make_trainer(data, mode, tmp_path, seed=0):
+def make_trainer(data, mode, tmp_path, seed=0, split_replay_batch=True):
     args = argparse.Namespace(dataset='mnist_5k', seed=seed, deterministic=False, result_path=str(tmp_path),
                               iters=2, log_every=1, sample_every=100, ckpt_every=100, mode=mode)
     strategy = main.strategy_for(mode, 1e-3)
-    return training.Trainer(args, data, strategy, main.DATASET_SETTINGS['mnist_5k'])
+    settings = dict(main.DATASET_SETTINGS['mnist_5k'], split_replay_batch=split_replay_batch)
+    return training.Trainer(args, data, strategy, settings)
 
 
 def tasks_for(data, count):
@@ -121,6 +122,20 @@ def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
     # Each class is normalised as a batch of its own, as the reference's per-class calls.
     old_images = seen['old_images'].numpy()
     assert old_images.shape == (63, 32, 32, 1)
+
+
+def test_replay_batch_per_class_without_split(mnist_5k, tmp_path):
+    """LSUN's setting: a full batch per earlier class and no division by t."""
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path, split_replay_batch=False)
+    seen = {}
+
+    def record(models, replay):
+        seen.update(labels=replay.labels, scale=replay.class_scale, groups=replay.groups)
+        return {'replay_alignment': tf.constant(0.0)}
+
+    trainer._replay_terms(spec_tensors(tasks_for(mnist_5k, 3)[2]), ('replay_alignment',), record)
+    assert np.bincount(seen['labels'].numpy()).tolist() == [64, 64]
+    assert float(seen['scale']) == 1.0 and int(seen['groups']) == 2
 
 
 def test_fake_labels_follow_the_task(mnist_5k, tmp_path):
