@@ -76,6 +76,41 @@ def sum_terms(terms):
     return tf.add_n([tf.constant(0.0), *terms.values()])
 
 
+def trains_mixed_batches(task):
+    """True when the task's fake batches mix classes (joint training)."""
+    return task.spec.fake_label_high - task.spec.fake_label_low > 1
+
+
+class MixedBatchSampler:
+    """generate(class_id, count) for a generator trained on batches mixing `classes`.
+
+    Images come from batches of shuffled, balanced labels of all the classes, as
+    in training, and are handed out per class. One generation per count serves
+    every class, so evaluating k classes costs no more than with single-class batches.
+    """
+
+    def __init__(self, generate, classes, seed):
+        self.generate, self.classes, self.seed = generate, [int(c) for c in classes], seed
+        self.made = {}
+
+    def __call__(self, class_id, count):
+        if count not in self.made:
+            self.made[count] = self._make(count)
+        return self.made[count][int(class_id)]
+
+    def _make(self, count):
+        rng = np.random.default_rng([self.seed, count, len(self.classes)])
+        labels = rng.permutation(np.repeat(self.classes, count))
+        padding = rng.choice(self.classes, -len(labels) % BATCH_SIZE)  # fills the last batch
+        labels = np.concatenate([labels, padding]).astype(np.int32)
+        batches = []
+        for start in range(0, len(labels), BATCH_SIZE):
+            z = rng.standard_normal((BATCH_SIZE, model.Z_DIM)).astype(np.float32)
+            batches.append(self.generate(z, labels[start:start + BATCH_SIZE]).numpy())
+        images = utils.to_uint8(np.concatenate(batches))
+        return {c: images[labels == c][:count] for c in self.classes}
+
+
 class Trainer:
     """Models, optimisers, random state and the compiled step of one run."""
 
@@ -186,7 +221,7 @@ class Trainer:
         reset_optimizer(self.critic_optimizer)
 
     def sample_images(self, class_id, count):
-        """uint8 images of one class, generated in full batches (batch-norm statistics)."""
+        """uint8 images of one class, generated in single-class batches (batch-norm statistics)."""
         rng = np.random.default_rng([self.args.seed, class_id, count])
         batches = []
         for _ in range(0, count, BATCH_SIZE):
@@ -194,9 +229,25 @@ class Trainer:
             batches.append(self.generate(z, np.full(BATCH_SIZE, class_id, np.int32)).numpy())
         return utils.to_uint8(np.concatenate(batches)[:count])
 
-    def save_class_grids(self, classes, fixed_noise, path_of):
-        for class_id in classes:
-            images = self.generate(fixed_noise, np.full(len(fixed_noise), class_id, np.int32)).numpy()
+    def sampler_for(self, task):
+        """generate(class_id, count) with the batch make-up the task trained on: batch-norm
+        statistics depend on which classes share a batch. A sequential task's batches each
+        held one class (the current one, or one replayed class); joint training mixed them."""
+        if trains_mixed_batches(task):
+            return MixedBatchSampler(self.generate, task.seen_classes, self.args.seed)
+        return self.sample_images
+
+    def save_class_grids(self, task, fixed_noise, path_of):
+        """One grid per seen class from the fixed noise, in the task's batch make-up."""
+        classes = task.seen_classes
+        if trains_mixed_batches(task):
+            labels = np.repeat(np.asarray(classes, np.int32), len(fixed_noise))
+            images = self.generate(np.tile(fixed_noise, (len(classes), 1)), labels).numpy()
+            per_class = np.split(images, len(classes))
+        else:
+            per_class = [self.generate(fixed_noise, np.full(len(fixed_noise), c, np.int32)).numpy()
+                         for c in classes]
+        for class_id, images in zip(classes, per_class):
             utils.save_grid(utils.to_uint8(images), os.path.join(self.args.result_path, path_of(class_id)))
 
     def save_real_grids(self, classes):
@@ -224,7 +275,7 @@ class Trainer:
                 if done % args.log_every == 0:
                     log.write(metrics, step=(task.number - 1) * args.iters + done)
                 if done % args.sample_every == 0 or done == args.iters:
-                    self.save_class_grids(task.seen_classes, fixed_noise,
+                    self.save_class_grids(task, fixed_noise,
                                           lambda c: f'samples/task_{task.number}_iter_{done}_class_{c}.png')
                 if done % args.ckpt_every == 0 and done < args.iters:
                     self.iteration.assign(done)
@@ -244,15 +295,16 @@ class Trainer:
         for task in tasks:
             if not self.checkpoints.restore_task_end(task.number):
                 continue
-            self.save_class_grids(task.seen_classes, fixed_noise,
+            self.save_class_grids(task, fixed_noise,
                                   lambda c: f'test/task_{task.number}_class_{c}.png')
             if classifier is None:
                 classifier = evaluate.load_or_train_classifier(
                     self.data, self.args.classifier_dir, self.args.retrain_classifier, self.args.eval_classifier)
-            records.append(evaluate.evaluate_task(self.sample_images, task.number, task.seen_classes,
+            sampler = self.sampler_for(task)
+            records.append(evaluate.evaluate_task(sampler, task.number, task.seen_classes,
                                                   self.data, classifier, self.args))
             if self.args.export_samples:
-                evaluate.export_samples(self.sample_images, task.seen_classes, self.args.export_samples,
+                evaluate.export_samples(sampler, task.seen_classes, self.args.export_samples,
                                         os.path.join(self.args.result_path, 'test', f'samples_task_{task.number}.npz'))
         if records:
             run_info = {key: getattr(self.args, key, None) for key in

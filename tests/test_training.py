@@ -169,3 +169,38 @@ def test_step_is_traced_once_across_tasks(mnist_5k, tmp_path):
         trainer.begin_task()
         trainer.train_step(spec_tensors(task))
     assert trainer.train_step.experimental_get_tracing_count() == 1
+
+
+class LabelEchoGenerator:
+    """Stands in for a generator: pixel value encodes the label; records each batch's labels."""
+
+    def __init__(self):
+        self.batches = []
+
+    def __call__(self, z, labels):
+        labels = np.asarray(labels)
+        self.batches.append(labels.copy())
+        return tf.constant(np.broadcast_to((labels * 0.1 - 0.5)[:, None, None, None], (len(labels), 2, 2, 1)),
+                           tf.float32)
+
+
+def test_joint_task_trains_mixed_batches_and_sequential_tasks_do_not(mnist_5k):
+    import joint
+    _, _, offsets = group_by_class(mnist_5k.train_x, mnist_5k.train_y, mnist_5k.num_classes)
+    assert training.trains_mixed_batches(joint.joint_task(offsets, 5))
+    assert not any(training.trains_mixed_batches(task) for task in tasks_for(mnist_5k, 3))
+
+
+def test_mixed_batch_sampler_makes_balanced_mixed_batches_and_hands_out_by_class():
+    generator = LabelEchoGenerator()
+    sampler = training.MixedBatchSampler(generator, [0, 1, 2], seed=0)
+    images = {c: sampler(c, 50) for c in (2, 0, 1)}
+    # 150 images in 3 batches of 64, the last one padded; generated once for all classes
+    assert [len(b) for b in generator.batches] == [64, 64, 64]
+    assert all(len(np.unique(batch)) == 3 for batch in generator.batches)
+    assert np.bincount(np.concatenate(generator.batches)[:150], minlength=3).tolist() == [50, 50, 50]
+    for class_id, class_images in images.items():
+        assert class_images.shape == (50, 2, 2, 1) and class_images.dtype == np.uint8
+        assert np.all(class_images == round((class_id * 0.1 - 0.5 + 1) * 127.5))
+    sampler(1, 7)  # a new count is a new generation
+    assert len(generator.batches) == 4
