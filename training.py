@@ -76,6 +76,15 @@ def sum_terms(terms):
     return tf.add_n([tf.constant(0.0), *terms.values()])
 
 
+def generate_in_batches(generate, labels, rng):
+    """uint8 images for `labels` (a whole number of batches), one batch of BATCH_SIZE a call."""
+    batches = []
+    for start in range(0, len(labels), BATCH_SIZE):
+        z = rng.standard_normal((BATCH_SIZE, model.Z_DIM)).astype(np.float32)
+        batches.append(generate(z, labels[start:start + BATCH_SIZE]).numpy())
+    return utils.to_uint8(np.concatenate(batches))
+
+
 def trains_mixed_batches(task):
     """True when the task's fake batches mix classes (joint training)."""
     return task.spec.fake_label_high - task.spec.fake_label_low > 1
@@ -103,11 +112,7 @@ class MixedBatchSampler:
         labels = rng.permutation(np.repeat(self.classes, count))
         padding = rng.choice(self.classes, -len(labels) % BATCH_SIZE)  # fills the last batch
         labels = np.concatenate([labels, padding]).astype(np.int32)
-        batches = []
-        for start in range(0, len(labels), BATCH_SIZE):
-            z = rng.standard_normal((BATCH_SIZE, model.Z_DIM)).astype(np.float32)
-            batches.append(self.generate(z, labels[start:start + BATCH_SIZE]).numpy())
-        images = utils.to_uint8(np.concatenate(batches))
+        images = generate_in_batches(self.generate, labels, rng)
         return {c: images[labels == c][:count] for c in self.classes}
 
 
@@ -223,11 +228,8 @@ class Trainer:
     def sample_images(self, class_id, count):
         """uint8 images of one class, generated in single-class batches (batch-norm statistics)."""
         rng = np.random.default_rng([self.args.seed, class_id, count])
-        batches = []
-        for _ in range(0, count, BATCH_SIZE):
-            z = rng.standard_normal((BATCH_SIZE, model.Z_DIM)).astype(np.float32)
-            batches.append(self.generate(z, np.full(BATCH_SIZE, class_id, np.int32)).numpy())
-        return utils.to_uint8(np.concatenate(batches)[:count])
+        labels = np.full(-(-count // BATCH_SIZE) * BATCH_SIZE, class_id, np.int32)
+        return generate_in_batches(self.generate, labels, rng)[:count]
 
     def sampler_for(self, task):
         """generate(class_id, count) with the batch make-up the task trained on: batch-norm

@@ -204,3 +204,12 @@ def test_mixed_batch_sampler_makes_balanced_mixed_batches_and_hands_out_by_class
         assert np.all(class_images == round((class_id * 0.1 - 0.5 + 1) * 127.5))
     sampler(1, 7)  # a new count is a new generation
     assert len(generator.batches) == 4
+
+
+def test_sequential_sampling_uses_single_class_batches(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'sft', tmp_path)
+    trainer.generate = LabelEchoGenerator()
+    task = tasks_for(mnist_5k, 3)[2]
+    images = trainer.sampler_for(task)(2, 70)
+    assert images.shape == (70, 2, 2, 1)
+    assert [batch.tolist() for batch in trainer.generate.batches] == [[2] * 64, [2] * 64]
