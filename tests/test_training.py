@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import joint
 import main
 import training
 from data import group_by_class, load_dataset
@@ -185,7 +186,6 @@ class LabelEchoGenerator:
 
 
 def test_joint_task_trains_mixed_batches_and_sequential_tasks_do_not(mnist_5k):
-    import joint
     _, _, offsets = group_by_class(mnist_5k.train_x, mnist_5k.train_y, mnist_5k.num_classes)
     assert training.trains_mixed_batches(joint.joint_task(offsets, 5))
     assert not any(training.trains_mixed_batches(task) for task in tasks_for(mnist_5k, 3))
