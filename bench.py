@@ -25,6 +25,7 @@ import evaluate
 import joint
 import main
 import model
+import ops
 import training
 from data import group_by_class, load_dataset
 
@@ -44,20 +45,24 @@ def parse_args(argv=None):
 
 # --- the machine's reference rate -----------------------------------------------------------
 
-def matmul_gflops(size=2048, repeats=10):
-    """fp32 rate of a large square tf.matmul, best of three rounds."""
-    a = tf.random.normal([size, size])
-    b = tf.random.normal([size, size])
-    product = tf.function(tf.matmul)
-    product(a, b).numpy()
-    best = 0.0
+def time_call(function, repeats):
+    """Best mean seconds per call over three rounds, after tracing."""
+    function()
+    best = float('inf')
     for _ in range(3):
         start = time.perf_counter()
         for _ in range(repeats):
-            result = product(a, b)
-        result.numpy()
-        best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9)
+            outputs = function()
+        [tensor.numpy() for tensor in tf.nest.flatten(outputs) if isinstance(tensor, tf.Tensor)]
+        best = min(best, (time.perf_counter() - start) / repeats)
     return best
+
+
+def matmul_gflops(size=2048, repeats=10):
+    """fp32 rate of a large square tf.matmul."""
+    a = tf.random.normal([size, size])
+    b = tf.random.normal([size, size])
+    return 2 * size ** 3 / time_call(tf.function(lambda: tf.matmul(a, b)), repeats) / 1e9
 
 
 # --- analytic FLOPs ----------------------------------------------------------------------------
@@ -100,7 +105,7 @@ def analytic_gflop_per_iteration(mode, image_shape, num_classes, earlier_classes
         generator_step += replayed * (2 * g + generator_backward)
     if mode == 'jtr':
         critic_step += replayed * (2 * g + 2 * (d + critic_backward))
-        generator_step += replayed * (2 * g + generator_backward + 2 * d)
+        generator_step += replayed * (g + generator_backward + 2 * d)  # no old-G pass
     return (training.CRITIC_STEPS * critic_step + generator_step) / 1e9
 
 
@@ -150,6 +155,42 @@ def time_mode(mode, data, precision, iterations, matmul_rate):
             'gflop_per_iter': analytic, 'profiler_gflop_per_iter': profiled,
             'gflops': analytic * rate, 'ratio_to_matmul': analytic * rate / matmul_rate,
             'timed_iterations': iterations, 'traces': traces}
+
+
+# --- where the critic step's time goes ------------------------------------------------------------
+
+def step_parts(data, matmul_rate, repeats):
+    """GFLOP/s of the pieces of one SFT critic step, each compiled alone: what a
+    faster step would have to speed up (float32, batch 64, the paper's DCGAN pair)."""
+    generator_macs, critic_macs = dcgan_macs(data.image_shape, data.num_classes)
+    g, d = 2 * sum(generator_macs.values()), 2 * sum(critic_macs.values())
+    batch = training.BATCH_SIZE
+    with tempfile.TemporaryDirectory() as result_path:
+        models = make_trainer('sft', data, 'float32', result_path).models
+    z, labels = tf.random.normal([batch, model.Z_DIM]), tf.zeros([batch], tf.int32)
+    real, fake = tf.random.normal([batch, *data.image_shape]), tf.random.normal([batch, *data.image_shape])
+    alpha = tf.random.uniform([batch, 1, 1, 1])
+
+    def weight_gradients(loss):
+        with tf.GradientTape() as tape:
+            value = loss()
+        return tape.gradient(value, models.critic.trainable_variables)
+
+    parts = {  # name: (compiled call, analytic FLOPs)
+        'generator_forward': (lambda: models.generator(z, labels), batch * g),
+        'critic_forward_backward': (
+            lambda: weight_gradients(lambda: tf.reduce_sum(models.critic(tf.concat([real, fake], 0))[0])),
+            2 * batch * (3 * d - 2 * critic_macs['conv1'])),
+        'gradient_penalty': (
+            lambda: weight_gradients(lambda: ops.gradient_penalty(lambda x: models.critic(x)[0], real, fake, alpha)),
+            batch * 4 * d),
+    }
+    measured = {}
+    for name, (call, flops) in parts.items():
+        seconds = time_call(tf.function(call), repeats)
+        measured[name] = {'ms': 1e3 * seconds, 'gflops': flops / seconds / 1e9,
+                          'ratio_to_matmul': flops / seconds / 1e9 / matmul_rate}
+    return measured
 
 
 # --- memory over tasks and evaluation throughput ------------------------------------------------
@@ -208,6 +249,12 @@ def run(args):
     results['modes'] = results['precision'].get('float32') or next(iter(results['precision'].values()))
     sft = results['modes']['sft']['gen_iters_per_s']
     results['cost_vs_sft'] = {mode: sft / measured['gen_iters_per_s'] for mode, measured in results['modes'].items()}
+    results['flops_vs_sft'] = {mode: measured['gflop_per_iter'] / results['modes']['sft']['gflop_per_iter']
+                               for mode, measured in results['modes'].items()}
+    results['step_parts'] = step_parts(data, matmul_rate, 5 if args.quick else 30)
+    for name, part in results['step_parts'].items():
+        print(f"{name:>24}: {part['ms']:.1f} ms, {part['gflops']:.0f} GFLOP/s "
+              f"({100 * part['ratio_to_matmul']:.0f}% of matmul)", flush=True)
     memory_iters = 2 if args.quick else 20
     results['memory_mb'] = {'after_task_1': peak_memory_mb(1, memory_iters),
                             'after_task_10': peak_memory_mb(10, memory_iters)}

@@ -107,7 +107,7 @@ def main_parser():
 
 # --- replay strategies: each adds loss terms, nothing else -------------------------------
 # A strategy is chosen once. From task 2 on, its terms get a training.Replay batch:
-# noise and labels of the earlier classes and the old generator's images for them.
+# noise and labels of the earlier classes, and any generator's images for them.
 # class_scale turns the reference code's per-class sums into one batched
 # computation: t when one batch is split among t classes (MNIST, SVHN), else 1.
 
@@ -134,8 +134,7 @@ class ReplayAlignment(SequentialFineTuning):
         self.factor = factor
 
     def generator_terms(self, models, replay):
-        new_images = models.generator(replay.z, replay.labels, groups=replay.groups)
-        loss = ops.replay_alignment_loss(new_images, replay.old_images)
+        loss = ops.replay_alignment_loss(replay.images(models.generator), replay.images(models.old_generator))
         return {'replay_alignment': self.factor * loss / replay.class_scale}
 
 
@@ -152,14 +151,14 @@ class JointTrainingWithReplay(SequentialFineTuning):
     generator_term_names = ('jtr_generator',)
 
     def critic_terms(self, models, replay):
-        new_images = models.generator(replay.z, replay.labels, groups=replay.groups)
-        (old_scores, old_logits), (new_scores, _) = model.critic_pass(models.critic, replay.old_images, new_images)
+        (old_scores, old_logits), (new_scores, _) = model.critic_pass(
+            models.critic, replay.images(models.old_generator), replay.images(models.generator))
         loss = (ops.critic_wasserstein_loss(old_scores, new_scores)
                 + ops.classification_loss(old_logits, replay.labels))
         return {'jtr_critic': replay.class_scale * loss}
 
     def generator_terms(self, models, replay):
-        new_scores, new_logits = models.critic(models.generator(replay.z, replay.labels, groups=replay.groups))
+        new_scores, new_logits = models.critic(replay.images(models.generator))
         loss = ops.generator_wasserstein_loss(new_scores) + ops.classification_loss(new_logits, replay.labels)
         return {'jtr_generator': replay.class_scale * loss}
 

@@ -50,15 +50,18 @@ class Models(NamedTuple):
 
 
 class Replay(NamedTuple):
-    """What a strategy gets from task 2 on: noise and labels of the earlier classes
-    (one equal, consecutive group per class, normalised as separate batches like the
-    reference code's per-class generator calls), the old generator's images for
-    them, and class_scale (see main.py)."""
+    """What a strategy gets from task 2 on: noise and labels of the earlier classes,
+    one equal, consecutive group per class, and class_scale (see main.py)."""
     z: object
     labels: object
     groups: object
-    old_images: object
     class_scale: object
+
+    def images(self, generator):
+        """The generator's images for this batch, each class normalised as a batch of
+        its own, as the reference code's per-class generator calls were. Strategies ask
+        only for what they use: JTR's generator step never runs the old generator."""
+        return generator(self.z, self.labels, groups=self.groups)
 
 
 def make_adam():
@@ -178,8 +181,7 @@ class Trainer:
             labels = tf.repeat(tf.range(earlier), per_class)
             z = self.rng.normal([tf.size(labels), model.Z_DIM])
             scale = tf.cast(earlier if self.split_replay_batch else 1, tf.float32)
-            old_images = self.models.old_generator(z, labels, groups=earlier)
-            return terms(self.models, Replay(z, labels, earlier, old_images, scale))
+            return terms(self.models, Replay(z, labels, earlier, scale))
 
         return tf.cond(spec.earlier_classes > 0, with_replay,
                        lambda: {name: tf.constant(0.0) for name in names})

@@ -16,7 +16,11 @@ def test_analytic_count_of_the_mnist_dcgan_pair():
     jtr = bench.analytic_gflop_per_iteration('jtr', (32, 32, 1), 10, 5)
     g = 2 * 7020544  # generator FLOPs per image
     assert round((ra - sft) * 1e9) == 60 * (4 * g - 2 * 262144)  # old G + new G forward, new G backward
-    assert jtr > ra > sft
+    d = 2 * 6780928  # critic FLOPs per image
+    # Per critic step: old G + new G forward, critic forward and weight backward on both.
+    # Generator step: new G forward and backward, critic forward and input backward; no old G.
+    assert round((jtr - sft) * 1e9) == (5 * 60 * (2 * g + 2 * (3 * d - 2 * 204800))
+                                         + 60 * (3 * g - 2 * 262144 + 2 * d))
 
 
 def test_quick_run_writes_well_formed_results(tmp_path):
@@ -38,3 +42,9 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     assert results['precision']['float32'] == results['modes']
     assert results['memory_mb']['after_task_10'] > 100 and results['memory_mb']['after_task_1'] > 100
     assert results['eval_images_per_s'] > 0 and results['machine']['cores'] >= 1
+    assert results['flops_vs_sft']['sft'] == 1.0 and results['flops_vs_sft']['joint'] == 1.0
+    assert results['flops_vs_sft']['jtr'] > results['flops_vs_sft']['ra'] > 1.0
+    assert set(results['step_parts']) == {'generator_forward', 'critic_forward_backward', 'gradient_penalty'}
+    for part in results['step_parts'].values():
+        assert part['ms'] > 0
+        assert abs(part['ratio_to_matmul'] * results['matmul_gflops'] - part['gflops']) < 1e-6

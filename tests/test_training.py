@@ -82,7 +82,7 @@ def test_replay_alignment_term_matches_its_formula(mnist_5k, tmp_path):
     z = tf.random.stateless_normal([63, 128], seed=[1, 2])
     labels = tf.repeat(tf.range(3), 21)
     old_images = old_generator(z, labels, groups=3)
-    replay = training.Replay(z, labels, 3, old_images, tf.constant(3.0))
+    replay = training.Replay(z, labels, 3, tf.constant(3.0))
     terms = main.ReplayAlignment(1e-3).generator_terms(trainer.models, replay)
     difference = generator(z, labels, groups=3).numpy() - old_images.numpy()
     expected = 1e-3 * 0.5 * np.sum(difference.astype(np.float64) ** 2) / 3
@@ -96,7 +96,7 @@ def test_joint_training_with_replay_terms(mnist_5k, tmp_path):
     z = tf.random.stateless_normal([64, 128], seed=[3, 4])
     labels = tf.repeat(tf.range(2), 32)
     old_images = models.old_generator(z, labels, groups=2)
-    replay = training.Replay(z, labels, 2, old_images, tf.constant(2.0))
+    replay = training.Replay(z, labels, 2, tf.constant(2.0))
     terms = main.JointTrainingWithReplay().critic_terms(models, replay)
     old_scores, old_logits = models.critic(old_images)
     new_scores, _ = models.critic(models.generator(z, labels, groups=2))
@@ -105,14 +105,27 @@ def test_joint_training_with_replay_terms(mnist_5k, tmp_path):
     np.testing.assert_allclose(float(terms['jtr_critic']), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_joint_training_with_replay_generator_term_needs_no_old_generator(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'jtr', tmp_path)
+    models = trainer.models._replace(old_generator=None)  # fails if the term runs it
+    z = tf.random.stateless_normal([64, 128], seed=[5, 6])
+    labels = tf.repeat(tf.range(4), 16)
+    terms = main.JointTrainingWithReplay().generator_terms(models, training.Replay(z, labels, 4, tf.constant(4.0)))
+    scores, logits = models.critic(models.generator(z, labels, groups=4))
+    cross_entropy = -tf.nn.log_softmax(logits).numpy()[np.arange(64), labels.numpy()].mean()
+    expected = 4.0 * (-scores.numpy().mean() + cross_entropy)
+    np.testing.assert_allclose(float(terms['jtr_generator']), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
     trainer = make_trainer(mnist_5k, 'ra', tmp_path)
     seen = {}
 
     def record(models, replay):
         seen['labels'] = replay.labels
+        seen['z'] = replay.z
         seen['scale'] = replay.class_scale
-        seen['old_images'] = replay.old_images
+        seen['old_images'] = replay.images(models.old_generator)
         return {'replay_alignment': tf.constant(0.0)}
 
     spec = spec_tensors(tasks_for(mnist_5k, 4)[3])
@@ -123,6 +136,8 @@ def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
     # Each class is normalised as a batch of its own, as the reference's per-class calls.
     old_images = seen['old_images'].numpy()
     assert old_images.shape == (63, 32, 32, 1)
+    first_class_alone = trainer.models.old_generator(seen['z'][:21], seen['labels'][:21]).numpy()
+    np.testing.assert_allclose(old_images[:21], first_class_alone, atol=1e-5)
 
 
 def test_replay_batch_per_class_without_split(mnist_5k, tmp_path):
