@@ -171,19 +171,23 @@ def step_parts(data, matmul_rate, repeats):
     real, fake = tf.random.normal([batch, *data.image_shape]), tf.random.normal([batch, *data.image_shape])
     alpha = tf.random.uniform([batch, 1, 1, 1])
 
-    def weight_gradients(loss):
-        with tf.GradientTape() as tape:
-            value = loss()
-        return tape.gradient(value, models.critic.trainable_variables)
+    def generator_forward():
+        return models.generator(z, labels)
 
-    parts = {  # name: (compiled call, analytic FLOPs)
-        'generator_forward': (lambda: models.generator(z, labels), batch * g),
-        'critic_forward_backward': (
-            lambda: weight_gradients(lambda: tf.reduce_sum(models.critic(tf.concat([real, fake], 0))[0])),
-            2 * batch * (3 * d - 2 * critic_macs['conv1'])),
-        'gradient_penalty': (
-            lambda: weight_gradients(lambda: ops.gradient_penalty(lambda x: models.critic(x)[0], real, fake, alpha)),
-            batch * 4 * d),
+    def critic_forward_backward():
+        with tf.GradientTape() as tape:
+            scores = models.critic(tf.concat([real, fake], 0))[0]
+        return tape.gradient(tf.reduce_sum(scores), models.critic.trainable_variables)
+
+    def gradient_penalty():
+        with tf.GradientTape() as tape:
+            penalty = ops.gradient_penalty(lambda x: models.critic(x)[0], real, fake, alpha)
+        return tape.gradient(penalty, models.critic.trainable_variables)
+
+    parts = {  # name: (call, analytic FLOPs)
+        'generator_forward': (generator_forward, batch * g),
+        'critic_forward_backward': (critic_forward_backward, 2 * batch * (3 * d - 2 * critic_macs['conv1'])),
+        'gradient_penalty': (gradient_penalty, batch * 4 * d),
     }
     measured = {}
     for name, (call, flops) in parts.items():

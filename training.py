@@ -268,16 +268,18 @@ class Trainer:
             print(f'resuming at task {int(self.task_index) + 1}, iteration {int(self.iteration)}', file=sys.stderr)
         fixed_noise = self.fixed_noise()
         log = utils.ScalarLog(os.path.join(args.result_path, 'logs'))
-        for task in tasks[int(self.task_index):]:
+        finished = int(self.task_index)
+        # Positions, not task numbers: joint.py's one task is numbered by its class count.
+        for position, task in enumerate(tasks[finished:], finished + 1):
             if int(self.iteration) == 0:
                 self.begin_task()
             self.save_real_grids(task.new_classes)
             spec = TaskSpec(*[tf.constant(value, tf.int32) for value in task.spec])
-            progress = utils.Progress(args.iters, f'task {task.number}/{len(tasks)}')
+            progress = utils.Progress(args.iters, f'task {position}/{len(tasks)}')
             for done in range(int(self.iteration) + 1, args.iters + 1):
                 metrics = self.train_step(spec)
                 if done % args.log_every == 0:
-                    log.write(metrics, step=(task.number - 1) * args.iters + done)
+                    log.write(metrics, step=(position - 1) * args.iters + done)
                 if done % args.sample_every == 0 or done == args.iters:
                     self.save_class_grids(task, fixed_noise,
                                           lambda c: f'samples/task_{task.number}_iter_{done}_class_{c}.png')
@@ -286,7 +288,7 @@ class Trainer:
                     self.checkpoints.save_latest()
                 progress.update(done, f"| critic loss {float(metrics['critic/loss']):.3f}")
             self.checkpoints.save_task_end(task.number)
-            self.task_index.assign(task.number)
+            self.task_index.assign(position)
             self.iteration.assign(0)
             self.checkpoints.save_latest()
         log.close()

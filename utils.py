@@ -170,9 +170,9 @@ class ScalarLog:
 class Progress:
     """A one-line progress report with iterations per second and time left."""
 
-    def __init__(self, total, label, stream=sys.stderr, min_interval=1.0):
-        self.total, self.label, self.stream = total, label, stream
-        self.min_interval = min_interval if stream.isatty() else 30.0
+    def __init__(self, total, label, stream=None, min_interval=1.0):
+        self.total, self.label, self.stream = total, label, stream or sys.stderr
+        self.min_interval = min_interval if self.stream.isatty() else 30.0
         self.start = self.last_print = time.monotonic()
         self.first_done = None
 

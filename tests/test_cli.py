@@ -72,6 +72,7 @@ def test_joint_run_and_test(tmp_path, capsys, classifier_dir):
     result = tmp_path / 'joint'
     code, err = run_cli(joint.run, FAST + ['--classes', '4', '--result_path', str(result)], capsys)
     assert code == 0, err
+    assert 'task 1/1 3/3 |' in err  # one task, though it is numbered 4 in file names
     config = json.loads((result / 'config.json').read_text())
     assert config['run']['mode'] == 'joint' and config['tasks'][0]['spec'] == [0, 1600, 0, 4, 0]
     assert (result / 'checkpoints' / 'tasks' / 'task_4.index').exists()
