@@ -5,8 +5,9 @@
 Times training.Trainer.train_step on mnist_5k at batch 64 for SFT, RA, JTR (at
 task 6: five earlier classes replayed) and joint training, in each precision;
 counts FLOPs per generator iteration analytically and with TensorFlow's
-profiler; measures this machine's fp32 matmul rate in the same run; peak memory
-after 1 and after 10 tasks; evaluation throughput.
+profiler; measures this machine's fp32 matmul rate in the same run and the
+rate of each piece of a critic step alone; peak memory after 1 and after 10
+tasks; evaluation throughput.
 """
 import argparse
 import json
