@@ -23,22 +23,21 @@ import numpy as np
 import tensorflow as tf
 
 import evaluate
-import joint
-import main
 import model
 import ops
+import runs
 import training
 from data import group_by_class, load_dataset
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-MODES = ('sft', 'ra', 'jtr', 'joint')
-REPLAY_TASK = 6  # RA and JTR are timed where 5 earlier classes are replayed
+MODES = ('sft', 'ra', 'jtr', 'ewc', 'dgr', 'joint')
+REPLAY_TASK = 6  # sequential methods are timed where 5 earlier classes are replayed
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='a smoke check: fewer timed iterations, fewer tasks')
-    parser.add_argument('--iterations', type=main.positive_int, help='timed generator iterations per mode')
+    parser.add_argument('--iterations', type=runs.positive_int, help='timed generator iterations per mode')
     parser.add_argument('--precisions', nargs='+', default=list(training.PRECISIONS), choices=training.PRECISIONS)
     parser.add_argument('--out', default=os.path.join('results', 'bench.json'))
     return parser.parse_args(argv)
@@ -107,6 +106,9 @@ def analytic_gflop_per_iteration(mode, image_shape, num_classes, earlier_classes
     if mode == 'jtr':
         critic_step += replayed * (2 * g + 2 * (d + critic_backward))
         generator_step += replayed * (g + generator_backward + 2 * d)  # no old-G pass
+    if mode == 'dgr' and earlier_classes:  # a full unconditional replay batch, with its own penalty
+        critic_step += batch * (2 * g + 2 * (d + critic_backward) + 4 * d)
+    # EWC's penalty is elementwise (left out, as Adam is); its Fisher runs once per task
     return (training.CRITIC_STEPS * critic_step + generator_step) / 1e9
 
 
@@ -121,17 +123,19 @@ def profiler_gflop_per_iteration(trainer, spec):
 
 # --- timing the real step ----------------------------------------------------------------------
 
+MODE_FLAGS = {'sft': [], 'ra': ['--RA'], 'jtr': ['--JTR'], 'ewc': ['--EWC'], 'dgr': ['--DGR'], 'joint': []}
+
+
 def make_trainer(mode, data, precision, result_path):
-    args = argparse.Namespace(dataset='mnist_5k', seed=0, deterministic=False, result_path=result_path,
-                              mode=mode, precision=precision)
-    strategy = main.strategy_for('sft' if mode == 'joint' else mode, main.DATASET_SETTINGS['mnist_5k']['ra_factor'])
-    return training.Trainer(args, data, strategy, main.DATASET_SETTINGS['mnist_5k'])
+    config = runs.default_config('mnist_5k', result_path, joint=mode == 'joint', flags=MODE_FLAGS[mode],
+                                 precision=precision)
+    return runs.make_trainer(config, data)
 
 
 def task_for(mode, offsets, num_classes):
     if mode == 'joint':
-        return joint.joint_task(offsets, num_classes)
-    return main.sequential_tasks(offsets, REPLAY_TASK)[REPLAY_TASK - 1 if mode in ('ra', 'jtr') else 0]
+        return runs.joint_task(offsets, num_classes)
+    return runs.sequential_tasks(offsets, REPLAY_TASK)[REPLAY_TASK - 1 if mode != 'sft' else 0]
 
 
 def time_mode(mode, data, precision, iterations, matmul_rate):
@@ -139,7 +143,7 @@ def time_mode(mode, data, precision, iterations, matmul_rate):
     task = task_for(mode, offsets, data.num_classes)
     with tempfile.TemporaryDirectory() as result_path:
         trainer = make_trainer(mode, data, precision, result_path)
-        spec = training.TaskSpec(*[tf.constant(value, tf.int32) for value in task.spec])
+        spec = trainer.spec_tensors(task)
         for _ in range(3):  # trace and warm up
             trainer.train_step(spec)
         start = time.perf_counter()

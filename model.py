@@ -13,23 +13,37 @@ import ops
 Z_DIM = 128
 
 
-class DCGANGenerator(keras.Model):
-    """dense -> 4x4x4w, three 5x5 stride-2 transposed convs; class via conditional BN."""
+def generator_norm(num_classes, conditional):
+    return ops.ConditionalBatchNorm(num_classes) if conditional else ops.BatchNorm()
 
-    def __init__(self, num_classes, channels, width=32, **kwargs):
+
+def normalize(norm, x, labels, groups):
+    """Conditional norms look the class up; plain ones (DGR's unconditional G) ignore it."""
+    if isinstance(norm, ops.ConditionalBatchNorm):
+        return norm(x, labels, groups=groups)
+    return norm(x, groups=groups)
+
+
+class DCGANGenerator(keras.Model):
+    """dense -> 4x4x4w, three 5x5 stride-2 transposed convs; class via conditional BN.
+
+    conditional=False gives DGR's unconditional generator: plain batch norm, labels ignored.
+    """
+
+    def __init__(self, num_classes, channels, width=32, conditional=True, **kwargs):
         super().__init__(**kwargs)
         self.width = width
         self.project = ops.dense(Z_DIM, 4 * 4 * 4 * width)
-        self.norms = [ops.ConditionalBatchNorm(num_classes) for _ in range(3)]
+        self.norms = [generator_norm(num_classes, conditional) for _ in range(3)]
         self.upsamplers = [ops.transposed_conv(4 * width, 2 * width, 5),
                            ops.transposed_conv(2 * width, width, 5)]
         self.to_image = ops.transposed_conv(width, channels, 5)
 
     def call(self, z, labels, groups=None):
         x = tf.reshape(self.project(z), [-1, 4, 4, 4 * self.width])
-        x = tf.nn.relu(self.norms[0](x, labels, groups=groups))
+        x = tf.nn.relu(normalize(self.norms[0], x, labels, groups))
         for upsample, norm in zip(self.upsamplers, self.norms[1:]):
-            x = tf.nn.relu(norm(upsample(x), labels, groups=groups))
+            x = tf.nn.relu(normalize(norm, upsample(x), labels, groups))
         return tf.cast(tf.tanh(self.to_image(x)), tf.float32)
 
 
@@ -91,19 +105,22 @@ class ResidualDown(keras.layers.Layer):
 
 
 class ResNetGenerator(keras.Model):
-    """z with the one-hot class -> 4x4x8w -> four up blocks -> 64x64 (LSUN)."""
+    """z with the one-hot class -> 4x4x8w -> four up blocks -> 64x64 (LSUN).
 
-    def __init__(self, num_classes, channels, width=64, **kwargs):
+    conditional=False (DGR): z alone, labels ignored.
+    """
+
+    def __init__(self, num_classes, channels, width=64, conditional=True, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes, self.width = num_classes, width
-        self.project = ops.dense(Z_DIM + num_classes, 4 * 4 * 8 * width)
+        self.num_classes, self.width, self.conditional = num_classes, width, conditional
+        self.project = ops.dense(Z_DIM + (num_classes if conditional else 0), 4 * 4 * 8 * width)
         sizes = [8 * width, 8 * width, 4 * width, 2 * width, width]
         self.blocks = [ResidualUp(sizes[i], sizes[i + 1]) for i in range(4)]
         self.norm = ops.BatchNorm()
         self.to_image = ops.conv(width, channels, 3)
 
     def call(self, z, labels, groups=None):
-        x = tf.concat([z, tf.one_hot(labels, self.num_classes)], axis=1)
+        x = tf.concat([z, tf.one_hot(labels, self.num_classes)], axis=1) if self.conditional else z
         x = tf.reshape(self.project(x), [-1, 4, 4, 8 * self.width])
         for block in self.blocks:
             x = block(x, groups=groups)
@@ -146,8 +163,8 @@ ARCHITECTURES = {
 }
 
 
-def build_generator(architecture, num_classes, image_shape):
-    generator = ARCHITECTURES[architecture][0](num_classes, image_shape[-1])
+def build_generator(architecture, num_classes, image_shape, conditional=True):
+    generator = ARCHITECTURES[architecture][0](num_classes, image_shape[-1], conditional=conditional)
     generator(tf.zeros([2, Z_DIM]), tf.zeros([2], tf.int32))  # create the weights now
     return generator
 
@@ -156,3 +173,8 @@ def build_critic(architecture, num_classes, image_shape):
     critic = ARCHITECTURES[architecture][1](num_classes, image_shape[-1])
     critic(tf.zeros([2, *image_shape]))
     return critic
+
+
+def build_solver(architecture, num_classes, image_shape):
+    """DGR's solver: a classifier with the critic's architecture, read through its class head."""
+    return build_critic(architecture, num_classes, image_shape)

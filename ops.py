@@ -179,3 +179,9 @@ def classification_loss(logits, labels):
 def replay_alignment_loss(new_images, old_images):
     """0.5 * sum of squared pixel differences between the two generators' images."""
     return 0.5 * tf.reduce_sum(tf.square(new_images - old_images))
+
+
+def ewc_penalty(weights, anchors, fisher, strength):
+    """strength / 2 * sum_i F_i (theta_i - theta*_i)^2, the paper's Eq. 9 (EWC on G)."""
+    terms = [tf.reduce_sum(f * tf.square(w - a)) for w, a, f in zip(weights, anchors, fisher)]
+    return 0.5 * strength * tf.add_n(terms)

@@ -51,7 +51,8 @@ class Models(NamedTuple):
 
 class Replay(NamedTuple):
     """What a strategy gets from task 2 on: noise and labels of the earlier classes,
-    one equal, consecutive group per class, and class_scale (see main.py)."""
+    one equal, consecutive group per class, and class_scale (see strategies.py).
+    An unconditional replay (DGR) is one batch with groups=None and labels unused."""
     z: object
     labels: object
     groups: object
@@ -73,6 +74,12 @@ def reset_optimizer(optimizer):
     for variable in optimizer.variables:
         if not variable.path.endswith('learning_rate'):
             variable.assign(tf.zeros_like(variable))
+
+
+def apply_gradients(optimizer, gradients, variables):
+    """Skips variables a loss does not reach (the critic's class head under DGR), which
+    Keras would otherwise warn about on every step."""
+    optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
 
 
 def sum_terms(terms):
@@ -120,40 +127,47 @@ class MixedBatchSampler:
 
 
 class Trainer:
-    """Models, optimisers, random state and the compiled step of one run."""
+    """Models, optimisers, random state, the compiled step and the task transitions of one run."""
 
-    def __init__(self, args, data, strategy, settings):
-        if args.deterministic:
+    def __init__(self, config, data, strategy, settings):
+        if config.deterministic:
             tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(args.seed)
-        self.args, self.data, self.strategy = args, data, strategy
-        self.split_replay_batch = settings['split_replay_batch']
-        build = dict(architecture=settings['architecture'], num_classes=data.num_classes,
-                     image_shape=data.image_shape)
+        keras.utils.set_random_seed(config.seed)
+        self.config, self.data, self.strategy = config, data, strategy
+        self.split_replay_batch = settings.split_replay_batch
+        self.network_settings = dict(architecture=settings.architecture, num_classes=data.num_classes,
+                                     image_shape=data.image_shape)
         # The policy is read when layers are made: only the GAN gets it, not the evaluation classifier.
-        keras.mixed_precision.set_global_policy(getattr(args, 'precision', 'float32'))
-        self.models = Models(model.build_generator(**build), model.build_critic(**build),
-                             model.build_generator(**build))
+        keras.mixed_precision.set_global_policy(config.precision)
+        generators = [model.build_generator(**self.network_settings, conditional=strategy.conditional)
+                      for _ in range(2)]
+        self.models = Models(generators[0], model.build_critic(**self.network_settings), generators[1])
         keras.mixed_precision.set_global_policy('float32')
         self.models.old_generator.trainable = False
         self.generator_optimizer, self.critic_optimizer = make_adam(), make_adam()
         self.generator_optimizer.build(self.models.generator.trainable_variables)
         self.critic_optimizer.build(self.models.critic.trainable_variables)
-        self.rng = tf.random.Generator.from_seed(args.seed)
+        self.rng = tf.random.Generator.from_seed(config.seed)
         self.task_index = tf.Variable(0, dtype=tf.int64)   # tasks finished
         self.iteration = tf.Variable(0, dtype=tf.int64)    # iterations done in the current task
-        self.checkpoint = tf.train.Checkpoint(
-            generator=self.models.generator, critic=self.models.critic,
-            old_generator=self.models.old_generator, generator_optimizer=self.generator_optimizer,
-            critic_optimizer=self.critic_optimizer, rng=self.rng, task_index=self.task_index,
-            iteration=self.iteration)
-        self.checkpoints = utils.RunCheckpoints(args.result_path, self.checkpoint)
         pool_images, pool_labels, _ = group_by_class(data.train_x, data.train_y, data.num_classes)
         # Eager tensors are captured by reference: batches are drawn in-graph from memory.
         self.pool_images = tf.constant(pool_images)
         self.pool_labels = tf.constant(pool_labels, tf.int32)
+        strategy_state = strategy.build(self)
+        self.checkpoint = tf.train.Checkpoint(
+            generator=self.models.generator, critic=self.models.critic,
+            old_generator=self.models.old_generator, generator_optimizer=self.generator_optimizer,
+            critic_optimizer=self.critic_optimizer, rng=self.rng, task_index=self.task_index,
+            iteration=self.iteration, **{f'strategy_{name}': value for name, value in strategy_state.items()})
+        self.checkpoints = utils.RunCheckpoints(config.result_path, self.checkpoint)
         self.train_step = tf.function(self._train_step)
         self.generate = tf.function(self.models.generator.call)
+
+    @staticmethod
+    def spec_tensors(task):
+        """The task's TaskSpec as int32 tensors: the step is traced once for every task."""
+        return TaskSpec(*[tf.constant(value, tf.int32) for value in task.spec])
 
     # --- compiled: CRITIC_STEPS critic updates, then one generator update ---
     def _train_step(self, spec):
@@ -161,129 +175,152 @@ class Trainer:
             critic_metrics = self._critic_update(spec)
         return {**critic_metrics, **self._generator_update(spec)}
 
-    def _real_batch(self, spec):
+    def real_batch(self, spec):
         index = self.rng.uniform([BATCH_SIZE], spec.real_start, spec.real_end, dtype=tf.int32)
         images = tf.cast(tf.gather(self.pool_images, index), tf.float32) / 127.5 - 1.0
         return images, tf.gather(self.pool_labels, index)
 
-    def _fake_inputs(self, spec):
+    def fake_inputs(self, spec):
         labels = self.rng.uniform([BATCH_SIZE], spec.fake_label_low, spec.fake_label_high, dtype=tf.int32)
         return self.rng.normal([BATCH_SIZE, model.Z_DIM]), labels
 
-    def _replay_terms(self, spec, names, terms):
-        """A strategy's terms on a fresh replay batch, or zeros in the first task."""
+    def replay_batch(self, earlier_classes):
+        """Noise and labels for the earlier classes, as the strategy's replay asks."""
+        if self.strategy.replay == 'unconditional':
+            z = self.rng.normal([BATCH_SIZE, model.Z_DIM])
+            return Replay(z, tf.zeros([BATCH_SIZE], tf.int32), None, tf.constant(1.0))
+        per_class = BATCH_SIZE // earlier_classes if self.split_replay_batch else BATCH_SIZE
+        labels = tf.repeat(tf.range(earlier_classes), per_class)
+        z = self.rng.normal([tf.size(labels), model.Z_DIM])
+        scale = tf.cast(earlier_classes if self.split_replay_batch else 1, tf.float32)
+        return Replay(z, labels, earlier_classes, scale)
+
+    def replay_terms(self, spec, side):
+        """The strategy's terms for one side ('critic' or 'generator') on a fresh replay
+        batch, or zeros in the first task."""
+        names = getattr(self.strategy, f'{side}_term_names')
+        terms = getattr(self.strategy, f'{side}_terms')
         if not names:
             return {}
 
         def with_replay():
-            earlier = spec.earlier_classes
-            per_class = BATCH_SIZE // earlier if self.split_replay_batch else BATCH_SIZE
-            labels = tf.repeat(tf.range(earlier), per_class)
-            z = self.rng.normal([tf.size(labels), model.Z_DIM])
-            scale = tf.cast(earlier if self.split_replay_batch else 1, tf.float32)
-            return terms(self.models, Replay(z, labels, earlier, scale))
+            # Checked here, at tracing: a wrong name fails at the first step, not inside tf.cond.
+            return self.strategy.check_terms(terms(self.models, self.replay_batch(spec.earlier_classes)),
+                                             names, side)
 
         return tf.cond(spec.earlier_classes > 0, with_replay,
                        lambda: {name: tf.constant(0.0) for name in names})
 
+    def _auxiliary_loss(self, logits, labels):
+        """The AC-GAN term; an unconditional method (DGR) has none."""
+        return ops.classification_loss(logits, labels) if self.strategy.conditional else tf.constant(0.0)
+
     def _critic_update(self, spec):
         critic = self.models.critic
-        real_images, real_labels = self._real_batch(spec)
-        fake_images = self.models.generator(*self._fake_inputs(spec))
+        real_images, real_labels = self.real_batch(spec)
+        fake_images = self.models.generator(*self.fake_inputs(spec))
         alpha = ops.sample_interpolation_weights(self.rng, BATCH_SIZE)
         with tf.GradientTape() as tape:
             (real_scores, real_logits), (fake_scores, _) = model.critic_pass(critic, real_images, fake_images)
             wasserstein = ops.critic_wasserstein_loss(real_scores, fake_scores)
             penalty = ops.gradient_penalty(lambda x: critic(x)[0], real_images, fake_images, alpha)
-            classification = ops.classification_loss(real_logits, real_labels)
-            replay = self._replay_terms(spec, self.strategy.critic_term_names, self.strategy.critic_terms)
+            classification = self._auxiliary_loss(real_logits, real_labels)
+            replay = self.replay_terms(spec, 'critic')
             loss = wasserstein + GRADIENT_PENALTY_WEIGHT * penalty + classification + sum_terms(replay)
-        gradients = tape.gradient(loss, critic.trainable_variables)
-        self.critic_optimizer.apply_gradients(zip(gradients, critic.trainable_variables))
+        apply_gradients(self.critic_optimizer, tape.gradient(loss, critic.trainable_variables),
+                        critic.trainable_variables)
         return {'critic/loss': loss, 'critic/wasserstein_estimate': -wasserstein,
                 'critic/gradient_penalty': penalty, 'critic/ac_loss': classification,
                 **{f'critic/{name}': value for name, value in replay.items()}}
 
     def _generator_update(self, spec):
         generator = self.models.generator
-        z, fake_labels = self._fake_inputs(spec)
+        z, fake_labels = self.fake_inputs(spec)
         with tf.GradientTape() as tape:
             fake_scores, fake_logits = self.models.critic(generator(z, fake_labels))
             adversarial = ops.generator_wasserstein_loss(fake_scores)
-            classification = ops.classification_loss(fake_logits, fake_labels)
-            replay = self._replay_terms(spec, self.strategy.generator_term_names, self.strategy.generator_terms)
+            classification = self._auxiliary_loss(fake_logits, fake_labels)
+            replay = self.replay_terms(spec, 'generator')
             loss = adversarial + classification + sum_terms(replay)
-        gradients = tape.gradient(loss, generator.trainable_variables)
-        self.generator_optimizer.apply_gradients(zip(gradients, generator.trainable_variables))
+        apply_gradients(self.generator_optimizer, tape.gradient(loss, generator.trainable_variables),
+                        generator.trainable_variables)
         return {'generator/loss': loss, 'generator/ac_loss': classification,
                 **{f'generator/{name}': value for name, value in replay.items()}}
 
-    # --- task transitions, sampling, the loop ---
-    def begin_task(self):
-        """Old G := G and fresh Adam; the critic keeps its weights. Idempotent, so
-        a resume that lands exactly on a task boundary may redo it."""
+    # --- task transitions ---
+    def begin_task(self, task=None):
+        """Old G := G and fresh Adam; the critic keeps its weights; then the strategy's
+        own transition. Idempotent, so a resume that lands exactly on a task boundary
+        may redo it."""
         for old, new in zip(self.models.old_generator.weights, self.models.generator.weights):
             old.assign(new)
         reset_optimizer(self.generator_optimizer)
         reset_optimizer(self.critic_optimizer)
+        self.strategy.begin_task(self, task)
 
+    def end_task(self, task):
+        self.strategy.end_task(self, task)
+
+    # --- sampling and grids ---
     def sample_images(self, class_id, count):
         """uint8 images of one class, generated in single-class batches (batch-norm statistics)."""
-        rng = np.random.default_rng([self.args.seed, class_id, count])
+        rng = np.random.default_rng([self.config.seed, class_id, count])
         labels = np.full(-(-count // BATCH_SIZE) * BATCH_SIZE, class_id, np.int32)
         return generate_in_batches(self.generate, labels, rng)[:count]
 
-    def sampler_for(self, task):
-        """generate(class_id, count) with the batch make-up the task trained on: batch-norm
-        statistics depend on which classes share a batch. A sequential task's batches each
-        held one class (the current one, or one replayed class); joint training mixed them."""
+    def default_sampler(self, task):
+        """A sequential task's batches each held one class (the current one, or one
+        replayed class); joint training mixed them."""
         if trains_mixed_batches(task):
-            return MixedBatchSampler(self.generate, task.seen_classes, self.args.seed)
+            return MixedBatchSampler(self.generate, task.seen_classes, self.config.seed)
         return self.sample_images
 
-    def save_class_grids(self, task, fixed_noise, path_of):
-        """One grid per seen class from the fixed noise, in the task's batch make-up."""
+    def class_grid_images(self, task, fixed_noise):
+        """{class: images} from the fixed noise, in the task's batch make-up."""
         classes = task.seen_classes
         if trains_mixed_batches(task):
             labels = np.repeat(np.asarray(classes, np.int32), len(fixed_noise))
             images = self.generate(np.tile(fixed_noise, (len(classes), 1)), labels).numpy()
-            per_class = np.split(images, len(classes))
-        else:
-            per_class = [self.generate(fixed_noise, np.full(len(fixed_noise), c, np.int32)).numpy()
-                         for c in classes]
-        for class_id, images in zip(classes, per_class):
-            utils.save_grid(utils.to_uint8(images), os.path.join(self.args.result_path, path_of(class_id)))
+            return dict(zip(classes, np.split(images, len(classes))))
+        return {c: self.generate(fixed_noise, np.full(len(fixed_noise), c, np.int32)).numpy() for c in classes}
+
+    def save_class_grids(self, task, fixed_noise, path_of):
+        for class_id, images in self.strategy.grid_images(self, task, fixed_noise).items():
+            utils.save_grid(utils.to_uint8(images), os.path.join(self.config.result_path, path_of(class_id)))
 
     def save_real_grids(self, classes):
         for class_id in classes:
             images = self.data.train_x[self.data.train_y == class_id][:GRID_SIZE]
-            utils.save_grid(images, os.path.join(self.args.result_path, 'samples', f'real_class_{class_id}.png'))
+            utils.save_grid(images, os.path.join(self.config.result_path, 'samples', f'real_class_{class_id}.png'))
 
     def fixed_noise(self):
-        return utils.load_or_create_fixed_noise(self.args.result_path, self.args.seed, GRID_SIZE, model.Z_DIM)
+        return utils.load_or_create_fixed_noise(self.config.result_path, self.config.seed, GRID_SIZE, model.Z_DIM)
 
+    # --- the loop ---
     def train(self, tasks, resume):
-        args = self.args
+        config = self.config
         if resume and self.checkpoints.restore_latest():
             print(f'resuming at task {int(self.task_index) + 1}, iteration {int(self.iteration)}', file=sys.stderr)
         fixed_noise = self.fixed_noise()
-        log = utils.ScalarLog(os.path.join(args.result_path, 'logs'))
+        log = utils.ScalarLog(os.path.join(config.result_path, 'logs'))
         finished = int(self.task_index)
         # Positions, not task numbers: joint.py's one task is numbered by its class count.
         for position, task in enumerate(tasks[finished:], finished + 1):
             if int(self.iteration) == 0:
-                self.begin_task()
+                self.begin_task(task)
             self.save_real_grids(task.new_classes)
-            spec = TaskSpec(*[tf.constant(value, tf.int32) for value in task.spec])
-            progress = utils.Progress(args.iters, f'task {position}/{len(tasks)}')
-            for done in range(int(self.iteration) + 1, args.iters + 1):
+            spec = self.spec_tensors(task)
+            progress = utils.Progress(config.iters, f'task {position}/{len(tasks)}')
+            for done in range(int(self.iteration) + 1, config.iters + 1):
                 metrics = self.train_step(spec)
-                if done % args.log_every == 0:
-                    log.write(metrics, step=(position - 1) * args.iters + done)
-                if done % args.sample_every == 0 or done == args.iters:
+                if done % config.log_every == 0:
+                    log.write(metrics, step=(position - 1) * config.iters + done)
+                if done == config.iters:
+                    self.end_task(task)
+                if done % config.sample_every == 0 or done == config.iters:
                     self.save_class_grids(task, fixed_noise,
                                           lambda c: f'samples/task_{task.number}_iter_{done}_class_{c}.png')
-                if done % args.ckpt_every == 0 and done < args.iters:
+                if done % config.ckpt_every == 0 and done < config.iters:
                     self.iteration.assign(done)
                     self.checkpoints.save_latest()
                 progress.update(done, f"| critic loss {float(metrics['critic/loss']):.3f}")
@@ -293,7 +330,7 @@ class Trainer:
             self.checkpoints.save_latest()
         log.close()
 
-    def test(self, tasks, evaluate):
+    def test(self, tasks, evaluate, evaluation):
         """Grids and metrics for every end-of-task checkpoint; returns how many were found."""
         fixed_noise = self.fixed_noise()
         classifier = None
@@ -301,19 +338,20 @@ class Trainer:
         for task in tasks:
             if not self.checkpoints.restore_task_end(task.number):
                 continue
-            self.save_class_grids(task, fixed_noise,
-                                  lambda c: f'test/task_{task.number}_class_{c}.png')
+            self.save_class_grids(task, fixed_noise, lambda c: f'test/task_{task.number}_class_{c}.png')
             if classifier is None:
                 classifier = evaluate.load_or_train_classifier(
-                    self.data, self.args.classifier_dir, self.args.retrain_classifier, self.args.eval_classifier)
-            sampler = self.sampler_for(task)
+                    self.data, evaluation.classifier_dir, evaluation.retrain_classifier, evaluation.eval_classifier)
+            sampler = self.strategy.sampler(self, task)
             records.append(evaluate.evaluate_task(sampler, task.number, task.seen_classes,
-                                                  self.data, classifier, self.args))
-            if self.args.export_samples:
-                evaluate.export_samples(sampler, task.seen_classes, self.args.export_samples,
-                                        os.path.join(self.args.result_path, 'test', f'samples_task_{task.number}.npz'))
+                                                  self.data, classifier, evaluation))
+            if evaluation.export_samples:
+                evaluate.export_samples(sampler, task.seen_classes, evaluation.export_samples,
+                                        os.path.join(self.config.result_path, 'test',
+                                                     f'samples_task_{task.number}.npz'))
         if records:
-            run_info = {key: getattr(self.args, key, None) for key in
-                        ('dataset', 'mode', 'iters', 'seed', 'RA_factor', 'num_tasks', 'classes')}
-            evaluate.write_results(self.args.result_path, run_info, records, classifier=classifier)
+            config = self.config
+            run_info = {'dataset': config.dataset, 'mode': config.mode, 'iters': config.iters, 'seed': config.seed,
+                        'num_tasks': config.num_tasks, 'classes': config.classes, **config.method_options}
+            evaluate.write_results(config.result_path, run_info, records, classifier=classifier)
         return len(records)

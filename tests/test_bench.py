@@ -21,6 +21,11 @@ def test_analytic_count_of_the_mnist_dcgan_pair():
     # Generator step: new G forward and backward, critic forward and input backward; no old G.
     assert round((jtr - sft) * 1e9) == (5 * 60 * (2 * g + 2 * (3 * d - 2 * 204800))
                                          + 60 * (3 * g - 2 * 262144 + 2 * d))
+    # DGR, per critic step: old G + new G forward on a full batch, critic forward and weight
+    # backward on both, and the replay pair's penalty (4 critic forwards).
+    dgr = bench.analytic_gflop_per_iteration('dgr', (32, 32, 1), 10, 5)
+    assert round((dgr - sft) * 1e9) == 5 * 64 * (2 * g + 2 * (3 * d - 2 * 204800) + 4 * d)
+    assert bench.analytic_gflop_per_iteration('ewc', (32, 32, 1), 10, 5) == sft
 
 
 def test_quick_run_writes_well_formed_results(tmp_path):
@@ -28,7 +33,7 @@ def test_quick_run_writes_well_formed_results(tmp_path):
     bench.run(bench.parse_args(['--quick', '--iterations', '1', '--precisions', 'float32', '--out', str(out)]))
     results = json.loads(out.read_text())
     assert set(results) >= {'machine', 'matmul_gflops', 'modes', 'memory_mb', 'eval_images_per_s', 'precision'}
-    assert set(results['modes']) == {'sft', 'ra', 'jtr', 'joint'}
+    assert set(results['modes']) == {'sft', 'ra', 'jtr', 'ewc', 'dgr', 'joint'}
     for mode, measured in results['modes'].items():
         assert measured['gen_iters_per_s'] > 0 and measured['traces'] == 1
         assert measured['images_per_s'] == measured['gen_iters_per_s'] * 64 * 6

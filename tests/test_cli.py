@@ -1,4 +1,5 @@
 """main.py and joint.py end to end on mnist_5k, flags, result folders, kill and resume."""
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 import joint
 import main
+import runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ['--dataset', 'mnist_5k', '--iters', '3', '--sample_every', '2', '--ckpt_every', '2', '--log_every', '1']
@@ -47,7 +49,7 @@ def test_sequential_run_writes_config_grids_checkpoints_and_test_results(tmp_pat
     config = json.loads((result / 'config.json').read_text())
     assert config['run']['mode'] == {'': 'sft', '--RA': 'ra', '--JTR': 'jtr'}[''.join(mode_flags)]
     assert config['args']['iters'] == 3 and config['data']['train_per_class'] == [400] * 10
-    assert config['run']['RA_factor'] == (1e-3 if mode_flags == ['--RA'] else None)
+    assert config['run'].get('RA_factor') == (1e-3 if mode_flags == ['--RA'] else None)
     assert 'tensorflow' in config['versions']
     assert np.load(result / 'fixed_noise.npy').shape == (100, 128)
     for task in (1, 2, 3):
@@ -70,16 +72,16 @@ def test_sequential_run_writes_config_grids_checkpoints_and_test_results(tmp_pat
 
 def test_joint_run_and_test(tmp_path, capsys, classifier_dir):
     result = tmp_path / 'joint'
-    code, err = run_cli(joint.run, FAST + ['--classes', '4', '--result_path', str(result)], capsys)
+    code, err = run_cli(joint.main, FAST + ['--classes', '4', '--result_path', str(result)], capsys)
     assert code == 0, err
     assert 'task 1/1 3/3 |' in err  # one task, though it is numbered 4 in file names
     config = json.loads((result / 'config.json').read_text())
-    assert config['run']['mode'] == 'joint' and config['tasks'][0]['spec'] == [0, 1600, 0, 4, 0]
+    assert config['run']['mode'] == 'joint' and config['tasks'][0]['spec'] == dict(real_start=0, real_end=1600, fake_label_low=0, fake_label_high=4, earlier_classes=0)
     assert (result / 'checkpoints' / 'tasks' / 'task_4.index').exists()
     assert sorted(os.listdir(result / 'samples')) == sorted(
         [f'task_4_iter_{i}_class_{c}.png' for i in (2, 3) for c in range(4)]
         + [f'real_class_{c}.png' for c in range(4)])
-    code, err = run_cli(joint.run, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result),
+    code, err = run_cli(joint.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result),
                                     '--classifier_dir', classifier_dir, '--export_samples', '5'] + FAST_TEST, capsys)
     assert code == 0, err
     exported = np.load(result / 'test' / 'samples_task_4.npz')
@@ -88,10 +90,10 @@ def test_joint_run_and_test(tmp_path, capsys, classifier_dir):
 
 
 def test_joint_default_iterations_are_ten_tasks_worth():
-    args = main.parse_flags(joint.joint_parser(), ['--dataset', 'mnist'], joint.joint_mode)
-    assert args.iters == 40001 and args.result_path == os.path.join('results', 'mnist_joint')
-    args = main.parse_flags(main.main_parser(), ['--dataset', 'svhn', '--RA'], main.sequential_mode)
-    assert (args.iters, args.RA_factor, args.data_dir) == (8001, 1e-2, 'dataset/svhn')
+    config = runs.parse_request(runs.joint_parser(), ['--dataset', 'mnist'], joint=True).config
+    assert config.iters == 40001 and config.result_path == os.path.join('results', 'mnist_joint')
+    config = runs.parse_request(runs.sequential_parser(), ['--dataset', 'svhn', '--RA']).config
+    assert (config.iters, config.method_options, config.data_dir) == (8001, {'RA_factor': 1e-2}, 'dataset/svhn')
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -99,7 +101,7 @@ def test_joint_default_iterations_are_ten_tasks_worth():
     (['--dataset', 'mnist_5k', '--RA', '--RA_factor', '0'], 'must be greater than 0'),
     (['--dataset', 'mnist_5k', '--RA', '--RA_factor=-1e-3'], 'must be greater than 0'),
     (['--dataset', 'mnist_5k', '--iters', '0'], 'must be at least 1'),
-    (['--dataset', 'mnist_5k', '--RA', '--JTR'], 'choose one replay strategy'),
+    (['--dataset', 'mnist_5k', '--RA', '--JTR'], 'choose one method'),
     (['--dataset', 'mnist_5k', '--RA_factor', '1e-3'], '--RA_factor needs --RA'),
     (['--dataset', 'mnist_5k', '--resume', '--overwrite'], 'exclude each other'),
 ])
@@ -147,9 +149,8 @@ def test_test_without_checkpoints_fails_clearly(tmp_path, capsys):
     assert code == 2 and 'holds no run' in err
     result = tmp_path / 'untrained'
     result.mkdir()
-    config = {'args': {**vars(main.parse_flags(main.main_parser(), ['--dataset', 'mnist_5k'], main.sequential_mode)),
-                       'result_path': str(result)},
-              'run': {}, 'tasks': [{'number': 1, 'spec': [0, 400, 0, 1, 0], 'seen_classes': [0], 'new_classes': [0]}]}
+    config = {'args': dataclasses.asdict(runs.default_config('mnist_5k', result)), 'run': {},
+              'tasks': [runs.task_record(runs.sequential_tasks([0, 400], 1)[0])]}
     (result / 'config.json').write_text(json.dumps(config))
     code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result)], capsys)
     assert code == 2 and 'no end-of-task checkpoint' in err

@@ -1,12 +1,12 @@
 """The compiled step, the replay strategies and the task transitions."""
-import argparse
+import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import joint
-import main
+import runs
+import strategies
 import training
 from data import group_by_class, load_dataset
 
@@ -16,21 +16,28 @@ def mnist_5k():
     return load_dataset('mnist_5k', None)
 
 
-def make_trainer(data, mode, tmp_path, seed=0, split_replay_batch=True):
-    args = argparse.Namespace(dataset='mnist_5k', seed=seed, deterministic=False, result_path=str(tmp_path),
-                              iters=2, log_every=1, sample_every=100, ckpt_every=100, mode=mode)
-    strategy = main.strategy_for(mode, 1e-3)
-    settings = dict(main.DATASET_SETTINGS['mnist_5k'], split_replay_batch=split_replay_batch)
-    return training.Trainer(args, data, strategy, settings)
+MODE_FLAGS = {'sft': [], 'ra': ['--RA'], 'jtr': ['--JTR'], 'ewc': ['--EWC'], 'dgr': ['--DGR']}
+
+
+def make_config(mode, tmp_path, seed=0, **overrides):
+    return runs.default_config('mnist_5k', tmp_path, flags=MODE_FLAGS[mode], seed=seed, iters=2, log_every=1,
+                               sample_every=100, ckpt_every=100, **overrides)
+
+
+def make_trainer(data, mode, tmp_path, seed=0, split_replay_batch=True, strategy=None):
+    config = make_config(mode, tmp_path, seed)
+    settings = dataclasses.replace(config.settings, split_replay_batch=split_replay_batch)
+    strategy = strategy or strategies.strategy_for(config.mode, config.method_options)
+    return training.Trainer(config, data, strategy, settings)
 
 
 def tasks_for(data, count):
     _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
-    return main.sequential_tasks(offsets, count)
+    return runs.sequential_tasks(offsets, count)
 
 
 def spec_tensors(task):
-    return training.TaskSpec(*[tf.constant(v, tf.int32) for v in task.spec])
+    return training.Trainer.spec_tensors(task)
 
 
 def weights_of(network):
@@ -83,7 +90,7 @@ def test_replay_alignment_term_matches_its_formula(mnist_5k, tmp_path):
     labels = tf.repeat(tf.range(3), 21)
     old_images = old_generator(z, labels, groups=3)
     replay = training.Replay(z, labels, 3, tf.constant(3.0))
-    terms = main.ReplayAlignment(1e-3).generator_terms(trainer.models, replay)
+    terms = strategies.ReplayAlignment(1e-3).generator_terms(trainer.models, replay)
     difference = generator(z, labels, groups=3).numpy() - old_images.numpy()
     expected = 1e-3 * 0.5 * np.sum(difference.astype(np.float64) ** 2) / 3
     assert expected > 0
@@ -97,7 +104,7 @@ def test_joint_training_with_replay_terms(mnist_5k, tmp_path):
     labels = tf.repeat(tf.range(2), 32)
     old_images = models.old_generator(z, labels, groups=2)
     replay = training.Replay(z, labels, 2, tf.constant(2.0))
-    terms = main.JointTrainingWithReplay().critic_terms(models, replay)
+    terms = strategies.JointTrainingWithReplay().critic_terms(models, replay)
     old_scores, old_logits = models.critic(old_images)
     new_scores, _ = models.critic(models.generator(z, labels, groups=2))
     cross_entropy = -tf.nn.log_softmax(old_logits).numpy()[np.arange(64), labels.numpy()].mean()
@@ -110,15 +117,25 @@ def test_joint_training_with_replay_generator_term_needs_no_old_generator(mnist_
     models = trainer.models._replace(old_generator=None)  # fails if the term runs it
     z = tf.random.stateless_normal([64, 128], seed=[5, 6])
     labels = tf.repeat(tf.range(4), 16)
-    terms = main.JointTrainingWithReplay().generator_terms(models, training.Replay(z, labels, 4, tf.constant(4.0)))
+    terms = strategies.JointTrainingWithReplay().generator_terms(models, training.Replay(z, labels, 4, tf.constant(4.0)))
     scores, logits = models.critic(models.generator(z, labels, groups=4))
     cross_entropy = -tf.nn.log_softmax(logits).numpy()[np.arange(64), labels.numpy()].mean()
     expected = 4.0 * (-scores.numpy().mean() + cross_entropy)
     np.testing.assert_allclose(float(terms['jtr_generator']), expected, rtol=1e-5, atol=1e-6)
 
 
+class RecordingStrategy(strategies.Strategy):
+    """Hands the replay batch it gets to a test's function."""
+    generator_term_names = ('replay_alignment',)
+
+    def __init__(self, record):
+        self.record = record
+
+    def generator_terms(self, models, replay):
+        return self.record(models, replay)
+
+
 def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
-    trainer = make_trainer(mnist_5k, 'ra', tmp_path)
     seen = {}
 
     def record(models, replay):
@@ -128,8 +145,8 @@ def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
         seen['old_images'] = replay.images(models.old_generator)
         return {'replay_alignment': tf.constant(0.0)}
 
-    spec = spec_tensors(tasks_for(mnist_5k, 4)[3])
-    trainer._replay_terms(spec, ('replay_alignment',), record)
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path, strategy=RecordingStrategy(record))
+    trainer.replay_terms(spec_tensors(tasks_for(mnist_5k, 4)[3]), 'generator')
     assert np.bincount(seen['labels'].numpy()).tolist() == [21, 21, 21]  # 64 // 3 each
     assert seen['labels'].numpy().tolist() == sorted(seen['labels'].numpy().tolist())
     assert float(seen['scale']) == 3.0
@@ -142,14 +159,14 @@ def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
 
 def test_replay_batch_per_class_without_split(mnist_5k, tmp_path):
     """LSUN's setting: a full batch per earlier class and no division by t."""
-    trainer = make_trainer(mnist_5k, 'ra', tmp_path, split_replay_batch=False)
     seen = {}
 
     def record(models, replay):
         seen.update(labels=replay.labels, scale=replay.class_scale, groups=replay.groups)
         return {'replay_alignment': tf.constant(0.0)}
 
-    trainer._replay_terms(spec_tensors(tasks_for(mnist_5k, 3)[2]), ('replay_alignment',), record)
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path, split_replay_batch=False, strategy=RecordingStrategy(record))
+    trainer.replay_terms(spec_tensors(tasks_for(mnist_5k, 3)[2]), 'generator')
     assert np.bincount(seen['labels'].numpy()).tolist() == [64, 64]
     assert float(seen['scale']) == 1.0 and int(seen['groups']) == 2
 
@@ -157,9 +174,9 @@ def test_replay_batch_per_class_without_split(mnist_5k, tmp_path):
 def test_fake_labels_follow_the_task(mnist_5k, tmp_path):
     trainer = make_trainer(mnist_5k, 'sft', tmp_path)
     task3 = tasks_for(mnist_5k, 3)[2]
-    _, labels = trainer._fake_inputs(spec_tensors(task3))
+    _, labels = trainer.fake_inputs(spec_tensors(task3))
     assert set(labels.numpy().tolist()) == {2}
-    images, real_labels = trainer._real_batch(spec_tensors(task3))
+    images, real_labels = trainer.real_batch(spec_tensors(task3))
     assert set(real_labels.numpy().tolist()) == {2}
     assert images.shape == (64, 32, 32, 1) and -1.0 <= float(tf.reduce_min(images)) <= float(tf.reduce_max(images)) <= 1.0
 
@@ -202,7 +219,7 @@ class LabelEchoGenerator:
 
 def test_joint_task_trains_mixed_batches_and_sequential_tasks_do_not(mnist_5k):
     _, _, offsets = group_by_class(mnist_5k.train_x, mnist_5k.train_y, mnist_5k.num_classes)
-    assert training.trains_mixed_batches(joint.joint_task(offsets, 5))
+    assert training.trains_mixed_batches(runs.joint_task(offsets, 5))
     assert not any(training.trains_mixed_batches(task) for task in tasks_for(mnist_5k, 3))
 
 
@@ -225,6 +242,6 @@ def test_sequential_sampling_uses_single_class_batches(mnist_5k, tmp_path):
     trainer = make_trainer(mnist_5k, 'sft', tmp_path)
     trainer.generate = LabelEchoGenerator()
     task = tasks_for(mnist_5k, 3)[2]
-    images = trainer.sampler_for(task)(2, 70)
+    images = trainer.strategy.sampler(trainer, task)(2, 70)
     assert images.shape == (70, 2, 2, 1)
     assert [batch.tolist() for batch in trainer.generate.batches] == [[2] * 64, [2] * 64]

@@ -1,0 +1,283 @@
+"""Run plumbing for main.py and joint.py: the dataset table, flags defined once,
+frozen configs built once from them, the tasks of a run, claiming the result
+folder, training a run, testing a run. No method's mathematics here."""
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass
+
+import evaluate
+import strategies
+import utils
+from data import DataError, group_by_class, load_dataset
+from training import PRECISIONS, Task, TaskSpec, Trainer
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    architecture: str
+    iters: int                 # the paper's generator iterations per task
+    ra_factor: float           # the paper's RA_factor
+    split_replay_batch: bool   # MNIST/SVHN share one replay batch among the t earlier
+                               # classes (64 // t each); LSUN replays a batch per class
+    data_dir: str | None       # default --data_dir; None: the loader knows where to look
+
+
+DATASETS = {
+    'mnist': DatasetSettings('dcgan32', 4001, 1e-3, True, 'dataset/mnist'),
+    'mnist_5k': DatasetSettings('dcgan32', 4001, 1e-3, True, None),
+    'svhn': DatasetSettings('dcgan32', 8001, 1e-2, True, 'dataset/svhn'),
+    'lsun': DatasetSettings('resnet64', 20001, 1e-3, False, 'dataset/lsun'),
+}
+JOINT_ITERATION_FACTOR = 10  # the reference trains joint models 10x a task's iterations
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a training run computes and where it writes."""
+    dataset: str
+    data_dir: str | None
+    result_path: str
+    mode: str                  # a strategies.STRATEGIES name, or 'joint'
+    method_options: dict       # the method's own options, e.g. {'RA_factor': 1e-3}
+    iters: int
+    seed: int
+    sample_every: int
+    ckpt_every: int
+    log_every: int
+    deterministic: bool
+    precision: str
+    num_tasks: int | None      # main.py: stop after the first N tasks
+    classes: int | None        # joint.py: train on the first N classes
+
+    @property
+    def settings(self):
+        return DATASETS[self.dataset]
+
+    def identity(self, data):
+        """What makes two runs the same run (checked on --resume)."""
+        keys = ('dataset', 'mode', 'iters', 'seed', 'num_tasks', 'classes', 'deterministic', 'precision')
+        identity = {key: getattr(self, key) for key in keys}
+        identity.update(self.method_options)
+        identity['data'] = {'train_per_class': data.provenance.get('train_per_class')}
+        return identity
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The --test flags (evaluate.add_evaluation_flags), and the run's seed."""
+    eval_samples: int
+    reverse_samples: int
+    reverse_epochs: int
+    fid_samples: int
+    eval_classifier: str | None
+    classifier_dir: str
+    retrain_classifier: bool
+    inception_weights: str | None
+    export_samples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Request:
+    """One command line: what to do with which run."""
+    config: TrainConfig
+    evaluation: EvalConfig
+    test: bool
+    resume: bool
+    overwrite: bool
+
+
+# --- flags ----------------------------------------------------------------------------------
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def seed_value(text):
+    value = int(text)
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f'must be between 0 and 2**32 - 1, got {value}')
+    return value
+
+
+def build_parser(description):
+    """The flags main.py and joint.py share."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--dataset', required=True, choices=sorted(DATASETS))
+    parser.add_argument('--data_dir', help='folder with the dataset files (default dataset/<name>)')
+    parser.add_argument('--result_path', help='output folder (default results/<dataset>_<mode>)')
+    parser.add_argument('--iters', type=positive_int,
+                        help='generator iterations per task (default: the paper\'s, per dataset)')
+    parser.add_argument('--seed', type=seed_value, default=0)
+    parser.add_argument('--sample_every', type=positive_int, default=500, help='iterations between sample grids')
+    parser.add_argument('--ckpt_every', type=positive_int, default=500, help='iterations between resumable checkpoints')
+    parser.add_argument('--log_every', type=positive_int, default=20, help='iterations between TensorBoard scalars')
+    parser.add_argument('--resume', action='store_true', help='continue the run in --result_path')
+    parser.add_argument('--overwrite', action='store_true', help='replace the run in --result_path')
+    parser.add_argument('--deterministic', action='store_true', help='enable TensorFlow op determinism')
+    parser.add_argument('--precision', choices=PRECISIONS, default='float32',
+                        help='compute precision; mixed_bfloat16 keeps float32 weights (see README)')
+    parser.add_argument('--test', action='store_true', help='evaluate the checkpoint of every task')
+    evaluate.add_evaluation_flags(parser)
+    return parser
+
+
+def sequential_parser():
+    parser = build_parser('Sequential training of a conditional WGAN-GP with memory replay.')
+    strategies.add_method_flags(parser)
+    parser.add_argument('--num_tasks', type=positive_int, help='stop after the first N tasks (default: all)')
+    return parser
+
+
+def joint_parser():
+    parser = build_parser('Joint training of a conditional WGAN-GP on all classes (upper bound).')
+    parser.add_argument('--classes', type=positive_int,
+                        help='train on the first N classes (default: all); the paper reports 5 and 10')
+    return parser
+
+
+def parse_request(parser, argv, joint=False):
+    """Flags to a Request; impossible flags exit with code 2 before anything is written."""
+    args = parser.parse_args(argv)
+    settings = DATASETS[args.dataset]
+    try:
+        if joint:
+            mode, options = 'joint', {}
+            default_iters = (settings.iters - 1) * JOINT_ITERATION_FACTOR + 1
+        else:
+            mode, options = strategies.method_from_args(args, settings)
+            default_iters = settings.iters
+        if args.resume and args.overwrite:
+            raise utils.UsageError('--resume and --overwrite exclude each other')
+        problem = evaluate.validate_evaluation_flags(args)
+        if problem:
+            raise utils.UsageError(problem)
+        result_path = os.path.join('results', f'{args.dataset}_{mode}') if args.result_path is None else args.result_path
+        if not result_path.strip():
+            raise utils.UsageError('--result_path must not be empty')
+    except utils.UsageError as error:
+        parser.error(str(error))
+    config = TrainConfig(
+        dataset=args.dataset, data_dir=args.data_dir if args.data_dir is not None else settings.data_dir,
+        result_path=result_path, mode=mode, method_options=options, iters=args.iters or default_iters,
+        seed=args.seed, sample_every=args.sample_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
+        deterministic=args.deterministic, precision=args.precision,
+        num_tasks=getattr(args, 'num_tasks', None), classes=getattr(args, 'classes', None))
+    return Request(config, evaluation_config(args, args.seed), args.test, args.resume, args.overwrite)
+
+
+def evaluation_config(source, seed):
+    """EvalConfig from anything with the evaluation flags as attributes."""
+    names = [field.name for field in dataclasses.fields(EvalConfig) if field.name != 'seed']
+    return EvalConfig(**{name: getattr(source, name) for name in names}, seed=seed)
+
+
+def default_config(dataset, result_path, joint=False, flags=(), **overrides):
+    """The config the command line would make, for tests, bench and scripts."""
+    parser = joint_parser() if joint else sequential_parser()
+    request = parse_request(parser, ['--dataset', dataset, '--result_path', str(result_path), *flags], joint)
+    return dataclasses.replace(request.config, **overrides)
+
+
+# --- what one run trains ----------------------------------------------------------------------
+
+def sequential_tasks(offsets, num_tasks):
+    """Task t (0-based) holds class t; the old generator replays classes 0 .. t-1."""
+    return [Task(number=t + 1, spec=TaskSpec(real_start=int(offsets[t]), real_end=int(offsets[t + 1]),
+                                             fake_label_low=t, fake_label_high=t + 1, earlier_classes=t),
+                 seen_classes=list(range(t + 1)), new_classes=[t])
+            for t in range(num_tasks)]
+
+
+def joint_task(offsets, num_classes):
+    """One task over the first num_classes classes, numbered by its class count so that
+    its results line up with 'after task N'."""
+    classes = list(range(num_classes))
+    spec = TaskSpec(real_start=0, real_end=int(offsets[num_classes]), fake_label_low=0,
+                    fake_label_high=num_classes, earlier_classes=0)
+    return Task(number=num_classes, spec=spec, seen_classes=classes, new_classes=classes)
+
+
+def tasks_of(config, data):
+    _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
+    if config.mode == 'joint':
+        return [joint_task(offsets, min(config.classes or data.num_classes, data.num_classes))]
+    return sequential_tasks(offsets, min(config.num_tasks or data.num_classes, data.num_classes))
+
+
+def load_data(config):
+    try:
+        return load_dataset(config.dataset, config.data_dir)
+    except DataError as error:
+        utils.exit_with_usage_error(str(error))
+
+
+def make_trainer(config, data):
+    strategy = strategies.strategy_for(config.mode, config.method_options)
+    return Trainer(config, data, strategy, config.settings)
+
+
+# --- training and testing a run ------------------------------------------------------------------
+
+def train(request):
+    """Everything a training run does, for main.py and joint.py alike."""
+    config = request.config
+    data = load_data(config)
+    tasks = tasks_of(config, data)
+    try:
+        resuming = utils.claim_result_path(config.result_path, config.identity(data), request.resume,
+                                           request.overwrite)
+    except utils.UsageError as error:
+        utils.exit_with_usage_error(str(error))
+    if not resuming:
+        utils.write_config(config.result_path, {
+            'run': config.identity(data), 'args': dataclasses.asdict(config), 'versions': utils.package_versions(),
+            'settings': dataclasses.asdict(config.settings), 'data': data.provenance,
+            'tasks': [task_record(task) for task in tasks]})
+    make_trainer(config, data).train(tasks, resume=resuming)
+    print(f'done: results in {config.result_path}')
+
+
+def task_record(task):
+    return {'number': task.number, 'spec': task.spec._asdict(), 'seen_classes': task.seen_classes,
+            'new_classes': task.new_classes}
+
+
+def saved_run(result_path, dataset):
+    """The TrainConfig and tasks saved in a run folder; exits with code 2 if there is none."""
+    try:
+        saved = utils.read_config(result_path) if os.path.isdir(result_path) else None
+    except utils.UsageError as error:
+        utils.exit_with_usage_error(f'--test: {error}')
+    if saved is None:
+        utils.exit_with_usage_error(f'--test: {result_path} holds no run (no {utils.CONFIG_FILE})')
+    try:
+        config = TrainConfig(**{**saved['args'], 'result_path': result_path})
+        tasks = [Task(number=t['number'], spec=TaskSpec(**t['spec']), seen_classes=t['seen_classes'],
+                      new_classes=t['new_classes']) for t in saved['tasks']]
+    except (KeyError, TypeError) as error:
+        utils.exit_with_usage_error(f'--test: {result_path}/{utils.CONFIG_FILE} is not a config of this '
+                                    f'project or is damaged ({type(error).__name__}: {error})')
+    if config.dataset != dataset:
+        utils.exit_with_usage_error(f'--test: {result_path} holds a {config.dataset} run, not {dataset}')
+    return config, tasks
+
+
+def test(request):
+    """--test: grids and metrics for the end-of-task checkpoints of a run."""
+    result_path = request.config.result_path
+    config, tasks = saved_run(result_path, request.config.dataset)
+    data = load_data(config)
+    evaluation = dataclasses.replace(request.evaluation, seed=config.seed)
+    if not make_trainer(config, data).test(tasks, evaluate, evaluation):
+        utils.exit_with_usage_error(f'--test: no end-of-task checkpoint in {result_path}/checkpoints/tasks')
+    print(f'test grids and metrics in {os.path.join(result_path, "test")} and {result_path}/results.json')
+
+
+def run(parser, argv, joint=False):
+    request = parse_request(parser, argv, joint)
+    return test(request) if request.test else train(request)
