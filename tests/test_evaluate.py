@@ -1,17 +1,21 @@
 import argparse
 import csv
 import json
+import random
 import shutil
 import time
+import warnings
 
 import numpy as np
 import pytest
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 import evaluate
 from data import ImageSet, load_dataset
+from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -131,6 +135,37 @@ def test_user_classifier_file_is_used(tmp_path):
         evaluate.load_or_train_classifier(data, str(tmp_path), user_model_path=str(tmp_path / 'ten.keras'))
 
 
+def classifier_weights(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def test_classifier_training_is_reproducible_and_leaves_global_random_state(mnist):
+    x, y = mnist.train_x[:500], mnist.train_y[:500]
+    keras.utils.set_random_seed(5)
+    first = classifier_weights(evaluate.train_classifier(x, y, 10, 1, seed=3))
+    after_training = (random.random(), np.random.rand(), float(keras.random.uniform(())))
+    keras.utils.set_random_seed(5)
+    assert after_training == (random.random(), np.random.rand(), float(keras.random.uniform(())))
+    keras.utils.set_random_seed(99)  # the caller's seeds do not reach the classifier
+    second = classifier_weights(evaluate.train_classifier(x, y, 10, 1, seed=3))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    other_seed = classifier_weights(evaluate.train_classifier(x, y, 10, 1, seed=4))
+    assert not np.array_equal(first[0], other_seed[0])
+
+
+def test_classifier_weights_do_not_depend_on_the_callers_op_determinism(mnist):
+    x, y = mnist.train_x[:1000], mnist.train_y[:1000]
+    plain = classifier_weights(evaluate.train_classifier(x, y, 10, 2, seed=0))
+    assert not is_op_determinism_enabled()  # switched on only while training
+    tf.config.experimental.enable_op_determinism()  # what a run's --deterministic does, for good
+    try:
+        deterministic = classifier_weights(evaluate.train_classifier(x, y, 10, 2, seed=0))
+        assert is_op_determinism_enabled()  # the caller's setting is kept
+    finally:
+        disable_op_determinism()
+    assert all(np.array_equal(a, b) for a, b in zip(plain, deterministic))
+
+
 # ---------------------------------------------------------------- generated accuracy
 
 def test_generated_accuracy_is_the_exact_share_labelled_right():
@@ -146,8 +181,9 @@ def test_generated_accuracy_is_the_exact_share_labelled_right():
 
 
 def test_generator_with_wrong_output_is_refused():
+    # fewer images than asked is allowed (a DGR sampler); more is not
     with pytest.raises(ValueError, match='uint8'):
-        evaluate.generated_accuracy(lambda c, n: constant_images(c, n - 1), [0], mean_pixel_classifier(), 10)
+        evaluate.generated_accuracy(lambda c, n: constant_images(c, n + 1), [0], mean_pixel_classifier(), 10)
     with pytest.raises(ValueError, match='uint8'):
         evaluate.generated_accuracy(lambda c, n: constant_images(c, n) / 255.0, [0], mean_pixel_classifier(), 10)
 
@@ -246,6 +282,103 @@ def test_inception_fid_with_injected_network():
     assert fid == pytest.approx((40 / 127.5) ** 2, rel=1e-4)
 
 
+def test_frechet_distance_is_silent_and_right_on_singular_covariances():
+    rng = np.random.default_rng(2)
+    x, y = np.zeros((60, 8)), np.zeros((60, 8))  # three dead features, as dead ReLU units give
+    x[:, :5] = rng.normal(size=(60, 5))
+    y[:, :5] = rng.normal(size=(60, 5)) * 1.5 + 0.2
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        fid = evaluate.frechet_distance(*evaluate.feature_statistics(x), *evaluate.feature_statistics(y))
+    assert fid == pytest.approx(independent_frechet(x, y), rel=1e-6)
+
+
+def test_fid_on_mnist_5k_needs_more_images_than_features_and_never_warns(trained, mnist, capsys):
+    classifier, _ = trained
+    args = evaluation_args(eval_samples=10, reverse_samples=0, fid_samples=1000)
+
+    def train_images(class_id, count):  # other real digits stand in for generated ones
+        return mnist.train_x[mnist.train_y == class_id][:count]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        one = evaluate.evaluate_task(train_images, 1, [0], mnist, classifier, args)
+        two = evaluate.evaluate_task(train_images, 2, [0, 1], mnist, classifier, args)
+    # one class: 100 test images for 128 features, a singular covariance
+    assert one['classifier_fid'] is None
+    assert one['not_computed']['classifier_fid'].startswith('100 real and 100 generated images for 128 features')
+    assert (one['samples']['fid_real_images'], one['samples']['fid_generated_images']) == (100, 100)
+    assert 'classifier_fid not computed: 100 real' in capsys.readouterr().out
+    assert two['classifier_fid'] > 0 and two['not_computed'] == {}
+    assert (two['samples']['fid_real_images'], two['samples']['fid_generated_images']) == (200, 200)
+
+
+# ---------------------------------------------------------------- samplers that return fewer images (DGR)
+
+class PartialSampler:
+    """Like a DGR sampler: class 0 in full, class 1 at half the count asked, class 2 never."""
+    class_shares = {0: 0.7, 1: 0.3, 2: 0.0}
+
+    def sample(self, class_id, count):
+        return constant_images(class_id, {0: count, 1: count // 2, 2: 0}[class_id])
+
+
+def test_accuracy_divides_by_the_count_asked_for():
+    accuracy = evaluate.generated_accuracy(PartialSampler().sample, [0, 1, 2], mean_pixel_classifier(3), 64)
+    assert accuracy == {0: 1.0, 1: 0.5, 2: 0.0}
+
+
+def test_reverse_accuracy_trains_on_the_images_that_came_back(monkeypatch):
+    data = constant_image_set()
+    trained_on = []
+    train_classifier = evaluate.train_classifier
+
+    def counting(x, y, *args):
+        trained_on.append(np.bincount(y, minlength=3).tolist())
+        return train_classifier(x, y, *args)
+
+    monkeypatch.setattr(evaluate, 'train_classifier', counting)
+    accuracy = evaluate.reverse_accuracy(PartialSampler().sample, [0, 1, 2], data, 20, epochs=1, seed=0)
+    assert trained_on == [[20, 10, 0]] and 0.0 <= accuracy <= 1.0
+    assert evaluate.reverse_accuracy(lambda c, n: constant_images(c, 0), [0, 1], data, 20, 1, 0) is None
+
+
+def test_fid_takes_as_many_real_images_per_class_as_came_back():
+    data = constant_image_set(per_class=10)
+    real_x, fake_x = evaluate.fid_images(PartialSampler().sample, [0, 1, 2], data, 6)
+    labels = mean_pixel_classifier(3)
+    assert np.bincount(evaluate.predict_labels(labels.model, real_x), minlength=3).tolist() == [6, 3, 0]
+    assert np.bincount(evaluate.predict_labels(labels.model, fake_x), minlength=3).tolist() == [6, 3, 0]
+
+
+def test_task_record_of_a_partial_sampler(capsys):
+    data = constant_image_set(per_class=10)
+    args = evaluation_args(eval_samples=64, reverse_samples=20, reverse_epochs=1, fid_samples=6)
+    record = evaluate.evaluate_task(PartialSampler().sample, 3, [0, 1, 2], data, mean_pixel_classifier(3), args)
+    assert record['accuracy_per_class'] == {'0': 1.0, '1': 0.5, '2': 0.0} and record['mean_accuracy'] == 0.5
+    assert record['missing_classes'] == [2]
+    assert record['generated_class_share'] == {'0': 0.7, '1': 0.3, '2': 0.0}
+    assert (record['samples']['fid_real_images'], record['samples']['fid_generated_images']) == (9, 9)
+    assert record['reverse_accuracy'] is not None and record['classifier_fid'] is not None
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if 'never generated' in line] == ['            2 c2: 0.0%  (never generated)']
+
+    nothing = evaluate.evaluate_task(lambda c, n: constant_images(c, 0), 3, [0, 1, 2], data,
+                                     mean_pixel_classifier(3), args)
+    assert nothing['missing_classes'] == [0, 1, 2] and nothing['mean_accuracy'] == 0.0
+    assert nothing['reverse_accuracy'] is None and nothing['classifier_fid'] is None
+    assert nothing['not_computed'] == {'reverse_accuracy': 'no generated images to train on',
+                                       'classifier_fid': 'no generated images'}
+    assert 'generated_class_share' not in nothing  # a plain function keeps no shares
+
+
+def test_export_samples_of_a_partial_sampler(tmp_path):
+    path = tmp_path / 'samples.npz'
+    evaluate.export_samples(PartialSampler().sample, [0, 1, 2], 4, str(path))
+    saved = np.load(path)
+    assert saved['x'].shape == (6, 8, 8, 1) and saved['y'].tolist() == [0, 0, 0, 0, 1, 1]
+
+
 # ---------------------------------------------------------------- task record, files
 
 def test_evaluate_task_record_follows_schema(capsys):
@@ -253,14 +386,18 @@ def test_evaluate_task_record_follows_schema(capsys):
     args = evaluation_args(eval_samples=64, reverse_samples=20, reverse_epochs=1, fid_samples=5)
     record = evaluate.evaluate_task(constant_images, 2, [0, 1], data, mean_pixel_classifier(3), args)
     assert set(record) == {'task', 'seen_classes', 'accuracy_per_class', 'mean_accuracy', 'reverse_accuracy',
-                           'classifier_fid', 'inception_fid', 'samples', 'timing_s'}
+                           'classifier_fid', 'inception_fid', 'samples', 'timing_s',
+                           'missing_classes', 'not_computed'}
+    assert record['missing_classes'] == [] and record['not_computed'] == {}
     assert record['accuracy_per_class'] == {'0': 1.0, '1': 1.0} and record['mean_accuracy'] == 1.0
     assert 0.0 <= record['reverse_accuracy'] <= 1.0 and record['classifier_fid'] >= 0
     assert record['inception_fid'] is None and record['timing_s']['inception_fid'] is None
-    assert record['samples'] == {'accuracy_per_class': 64, 'reverse_per_class': 20, 'fid_per_class': 5}
+    assert record['samples'] == {'accuracy_per_class': 64, 'reverse_per_class': 20, 'fid_per_class': 5,
+                                 'fid_real_images': 10, 'fid_generated_images': 10}
     assert 'mean 100.0%' in capsys.readouterr().out
     single = evaluate.evaluate_task(constant_images, 1, [0], data, mean_pixel_classifier(3), args)
     assert single['reverse_accuracy'] is None and single['timing_s']['reverse_accuracy'] is None
+    assert single['not_computed'] == {'reverse_accuracy': 'one seen class'}
 
 
 def fake_record(task, accuracies):
