@@ -37,6 +37,18 @@ table1: $(STAMP)
 	for run in sft ra jtr; do $(BIN)/python main.py --dataset $(DATASET) --test --result_path $(TABLE1)/$$run || exit 1; done
 	$(BIN)/python report.py $(TABLE1)/joint_5 $(TABLE1)/joint_10 $(TABLE1)/sft $(TABLE1)/ra $(TABLE1)/jtr --out $(TABLE1)/report.png | tee $(TABLE1)/report.md
 
+# make reproduce [DATASET=mnist_5k] [ITERS=1000] [TASKS=10] [RUNS="sft ra"] [TEST_FLAGS="..."]:
+# each run of the Table 1 protocol (joint_5, joint_10, sft, ewc, dgr, jtr, ra) that has no
+# reproduction/<DATASET>_<ITERS>/<run>/results.json yet is trained (--resume) into
+# results/reproduce_<DATASET>_<ITERS>/<run>, tested and summarised into reproduction/; then
+# reproduction/report.md and its figures are made again. See reproduce.py.
+.PHONY: reproduce
+reproduce: ITERS = 1000
+reproduce: TASKS ?= 10
+reproduce: $(STAMP)
+	$(BIN)/python reproduce.py protocol --dataset $(DATASET) --iters $(ITERS) --tasks $(TASKS) \
+		$(if $(RUNS),--runs $(RUNS)) $(if $(TEST_FLAGS),--test_flags="$(TEST_FLAGS)")
+
 bench: $(STAMP)
 	$(BIN)/python bench.py
 

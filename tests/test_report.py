@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 import report
 
@@ -69,6 +70,18 @@ def test_table1_cells_measured_beside_paper(runs):
     assert "mnist_5k runs are compared against the paper's MNIST numbers." in table
 
 
+def test_table1_measures_ewc_and_dgr(runs):
+    runs += [sequential('mnist_5k', 'ewc', [0.9] * 4 + [0.7064] + [0.75] * 4 + [0.7749]),
+             sequential('mnist_5k', 'dgr', [0.95] * 9 + [0.8541])]
+    table = report.build_table(runs)
+    names = ['dataset', 'after'] + list(report.TABLE1_METHODS)
+    after5 = dict(zip(names, row(table, '| MNIST (mnist_5k) | 5 tasks')))
+    after10 = dict(zip(names, row(table, '| MNIST (mnist_5k) | 10 tasks')))
+    assert after5['EWC'] == '70.6 (paper 70.62)' and after5['DGR'] == '95.0 (paper 90.39)'
+    assert after10['EWC'] == '77.5 (paper 77.03)' and after10['DGR'] == '85.4 (paper 85.40)'
+    assert 'paper only' not in table
+
+
 def test_table1_paper_only_row_for_unmeasured_dataset(runs):
     table = report.build_table(runs)
     svhn = row(table, '| SVHN | 10 tasks')
@@ -123,7 +136,7 @@ def test_missing_folder_exits_2_with_message(tmp_path):
 @pytest.mark.parametrize('content, message', [
     (None, 'results.json: missing'),
     ('{"dataset": "mnist", ', 'not valid JSON'),
-    ('{"dataset": "mnist", "mode": "ewc", "tasks": []}', "unknown mode 'ewc'"),
+    ('{"dataset": "mnist", "mode": "lwf", "tasks": []}', "unknown mode 'lwf'"),
     ('{"dataset": "mnist", "mode": "ra", "tasks": [{"task": 1}]}', 'each task record needs'),
 ])
 def test_bad_results_exit_2(tmp_path, capsys, content, message):
@@ -145,3 +158,41 @@ def test_paper_numbers_and_source():
     assert paper['table1']['datasets']['SVHN']['DGR'] == {'5': 61.29, '10': 47.28}
     assert paper['table2']['metrics']['fid']['MeRGAN-RA'] == 37.73
     assert paper['table2']['metrics']['reverse_accuracy']['SFT'] == 28.0
+
+
+def write_runs(tmp_path, runs):
+    names = ['sft', 'ra', 'ra_seed1', 'joint_5', 'joint_10', 'lsun_ra']
+    return names, [write_run(tmp_path / name, results) for name, results in zip(names, runs)]
+
+
+def test_markdown_output_is_stable_and_names_no_path(runs, tmp_path, capsys):
+    names, folders = write_runs(tmp_path, runs)
+    args = folders + ['--markdown', '--out', str(tmp_path / 'chart.png')]
+    assert report.main(args) == 0
+    out, err = capsys.readouterr()
+    assert report.main(args) == 0
+    assert capsys.readouterr().out == out
+    assert out == report.markdown_report(runs, names) and out.endswith('number of classes.\n')
+    assert str(tmp_path) not in out and err == f'chart: {tmp_path / "chart.png"}\n'
+    assert '| SVHN' not in out and '| MNIST (mnist_5k) | 5 tasks |' in out  # measured datasets only
+    assert '| LSUN after 4 tasks |' in out
+    assert row(out, '| sft |') == ['sft', 'mnist_5k', 'SFT', '100.0', '50.0', '33.0', '25.0', '20.0',
+                                   '17.0', '14.0', '12.0', '11.0', '10.0']
+    dash = report.MISSING
+    assert row(out, '| joint_5 |') == ['joint_5', 'mnist_5k', 'Joint (5 classes)'] + [dash] * 4 + ['97.7'] + [dash] * 5
+    assert row(out, '| lsun_ra |')[3:] == ['100.0', '90.0', '85.0', '80.0'] + [dash] * 6
+
+
+def test_accuracy_after_each_task_series_and_plot(runs, tmp_path):
+    series = report.accuracy_series(runs)
+    assert sorted(series) == [('lsun', 'MeRGAN-RA'), ('mnist_5k', 'Joint'), ('mnist_5k', 'MeRGAN-RA'),
+                              ('mnist_5k', 'SFT')]
+    assert series['mnist_5k', 'Joint'] == [(5, pytest.approx(97.7)), (10, pytest.approx(96.9))]
+    assert series['mnist_5k', 'MeRGAN-RA'][0] == (1, pytest.approx(99.5))  # two RA runs averaged
+    assert [t for t, _ in series['mnist_5k', 'SFT']] == list(range(1, 11))
+    assert series['lsun', 'MeRGAN-RA'] == [(1, 100.0), (2, 90.0), (3, 85.0), (4, 80.0)]
+    _, folders = write_runs(tmp_path, runs)
+    plot = tmp_path / 'accuracy.png'
+    assert report.main(folders + ['--out', str(tmp_path / 'c.png'), '--accuracy_plot', str(plot)]) == 0
+    with Image.open(plot) as image:
+        assert image.size == (700, 450)  # 7 x 4.5 inches at 100 dpi

@@ -1,0 +1,320 @@
+"""The reproduction/ folder: run the paper's Table 1 protocol, keep a small summary of every run,
+and make the report and the README's block from those summaries.
+
+    python reproduce.py protocol --dataset mnist_5k --iters 1000 --tasks 10 [--runs sft ra] [--dry_run]
+    python reproduce.py summarise RUN_DIR DEST_DIR --command "python main.py ..." [--command ...]
+                                  [--wall_time SECONDS]
+    python reproduce.py report                       # reproduction/report.md and its figures
+    python reproduce.py readme [--write README.md]   # the README's block: print it, or put it in place
+
+`make reproduce` runs `protocol`: each run of the protocol that has no
+reproduction/<dataset>_<iters>/<run>/results.json yet is trained (--resume) into
+results/reproduce_<dataset>_<iters>/<run>, tested, summarised; then the report is made again.
+No TensorFlow in this process: training and --test run as main.py and joint.py commands.
+"""
+import argparse
+import collections
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+from PIL import Image
+
+import report
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+REPRODUCTION_DIR = os.path.join(REPO, 'reproduction')
+SUMMARY_FILES = ('config.json', 'results.json', 'results.csv')
+GRID_ROWS_KEPT = 2  # of each last-task 10x10 test grid: 20 samples, enough for Figure 3, a few kB
+WALL_TIME_LOG = 'wall_times.json'  # beside the run folders, never inside one
+
+ProtocolRun = collections.namedtuple('ProtocolRun', 'script flags joint_classes')
+# Table 1: joint training on 5 and on 10 classes (ITERS per class), then 10 sequential tasks.
+PROTOCOL = {
+    'joint_5': ProtocolRun('joint.py', ('--classes', '5'), 5),
+    'joint_10': ProtocolRun('joint.py', ('--classes', '10'), 10),
+    'sft': ProtocolRun('main.py', (), None),
+    'ewc': ProtocolRun('main.py', ('--EWC',), None),
+    'dgr': ProtocolRun('main.py', ('--DGR',), None),
+    'jtr': ProtocolRun('main.py', ('--JTR',), None),
+    'ra': ProtocolRun('main.py', ('--RA',), None),
+}
+
+
+class ReproduceError(Exception):
+    """A step that cannot go on; the message names the run or file."""
+
+
+def format_duration(seconds):
+    """3720 -> '1 h 02 min'; 200 -> '3 min 20 s'; 45 -> '45 s'."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f'{hours} h {minutes:02d} min'
+    return f'{minutes} min {seconds:02d} s' if minutes else f'{seconds} s'
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+def command_text(commands, wall_time_s=None, notes=()):
+    lines = ['# The commands that made this run, in order, from the repository root', *commands]
+    if wall_time_s is not None:
+        readable = f' ({format_duration(wall_time_s)})' if wall_time_s >= 60 else ''
+        lines.append(f'# wall time: {wall_time_s:.0f} s{readable}')
+    lines += [f'# {note}' for note in notes]
+    return '\n'.join(lines) + '\n'
+
+
+def wall_time_of(command_file):
+    """The seconds on command.txt's '# wall time:' line, or None."""
+    if not os.path.isfile(command_file):
+        return None
+    with open(command_file) as f:
+        match = re.search(r'^# wall time: (\d+) s', f.read(), re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def copy_grid_rows(source, dest, rows=GRID_ROWS_KEPT):
+    """The first `rows` rows of tiles of a 10-column test grid, same pixels and mode."""
+    with Image.open(source) as grid:
+        tile = grid.width // report.GRID_COLUMNS
+        grid.crop((0, 0, grid.width, min(rows * tile, grid.height))).save(dest, optimize=True)
+
+
+def summarise(run_dir, dest_dir, commands, wall_time_s=None, notes=()):
+    """Copy a tested run's summary into dest_dir: config.json, results.json, results.csv, a
+    command.txt and the top rows of its last task's test grids; never checkpoints, noise or npz.
+    Returns the files written, relative to dest_dir."""
+    results = report.load_results(run_dir)
+    missing = [name for name in SUMMARY_FILES if not os.path.isfile(os.path.join(run_dir, name))]
+    if missing:
+        raise ReproduceError(f'{run_dir}: no {", ".join(missing)} (train it, then run --test)')
+    last = results['tasks'][-1] if results['tasks'] else {'task': None, 'seen_classes': []}
+    grids = [f"test/task_{last['task']}_class_{c}.png" for c in last['seen_classes']]
+    grids = [grid for grid in grids if os.path.isfile(os.path.join(run_dir, grid))]
+    os.makedirs(os.path.join(dest_dir, 'test'), exist_ok=True)
+    for stale in glob.glob(os.path.join(dest_dir, 'test', 'task_*_class_*.png')):
+        os.remove(stale)  # an earlier summary's last task may have been another
+    for name in SUMMARY_FILES:
+        shutil.copyfile(os.path.join(run_dir, name), os.path.join(dest_dir, name))
+    for grid in grids:
+        copy_grid_rows(os.path.join(run_dir, grid), os.path.join(dest_dir, grid))
+    with open(os.path.join(dest_dir, 'command.txt'), 'w') as f:
+        f.write(command_text(commands, wall_time_s, notes))
+    return sorted(SUMMARY_FILES + ('command.txt',)) + grids
+
+
+# --- the protocol --------------------------------------------------------------------------------
+
+def run_commands(run, dataset, iters, tasks, run_dir, test_flags=()):
+    """(training argv, test argv) of one protocol run, without the interpreter."""
+    script, flags, classes = PROTOCOL[run]
+    budget = ['--iters', str(iters * classes)] if classes else ['--iters', str(iters), '--num_tasks', str(tasks)]
+    train = [script, '--dataset', dataset, *flags, *budget, '--result_path', run_dir, '--resume']
+    test = [script, '--dataset', dataset, '--test', '--result_path', run_dir, *test_flags]
+    return train, test
+
+
+def shown(argv):
+    return shlex.join(['python', *argv])
+
+
+def read_wall_times(results_root):
+    path = os.path.join(results_root, WALL_TIME_LOG)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def log_session(results_root, run, step, seconds):
+    """Add one session's time; seconds None marks time spent before this log existed."""
+    log = read_wall_times(results_root)
+    log.setdefault(run, []).append({'step': step, 'seconds': None if seconds is None else round(seconds, 1)})
+    os.makedirs(results_root, exist_ok=True)
+    with open(os.path.join(results_root, WALL_TIME_LOG), 'w') as f:
+        json.dump(log, f, indent=2, sort_keys=True)
+
+
+def wall_time_summary(sessions):
+    """(total seconds of the logged sessions, notes for command.txt)."""
+    timed = [s for s in sessions if s['seconds'] is not None]
+    total = sum(s['seconds'] for s in timed)
+    steps = [f"{step} {sum(s['seconds'] for s in timed if s['step'] == step):.0f} s in "
+             f"{sum(s['step'] == step for s in timed)} session(s)" for step in ('train', 'test')]
+    notes = ['; '.join(steps) + ' (sessions of reproduce.py; the machine may have been shared)']
+    if any(s['seconds'] is None for s in sessions):
+        notes.append('training began before reproduce.py kept time: the wall time is a lower bound')
+    return total, notes
+
+
+def execute(argv, results_root, run, step):
+    """Run one command from the repository root with this interpreter; its time is logged
+    even when it is interrupted, since --resume goes on from there."""
+    start = time.monotonic()
+    try:
+        code = subprocess.call([sys.executable, *argv], cwd=REPO)
+    finally:
+        log_session(results_root, run, step, time.monotonic() - start)
+    if code != 0:
+        raise ReproduceError(f'{run}: `{shown(argv)}` exited with code {code}')
+
+
+def run_protocol(dataset, iters, tasks, runs, reproduction_dir=REPRODUCTION_DIR, results_dir='results',
+                 test_flags=(), dry_run=False, execute=execute):
+    """Train, test and summarise every run not summarised yet, then make the report again.
+    results_dir is relative to the repository root, where the commands run."""
+    group = f'{dataset}_{iters}'
+    results_root = os.path.join(results_dir, f'reproduce_{group}')
+    log_dir = os.path.join(REPO, results_root)
+    for run in runs:
+        dest = os.path.join(reproduction_dir, group, run)
+        if os.path.isfile(os.path.join(dest, 'results.json')):
+            print(f'{group}/{run}: summarised already, skipped')
+            continue
+        if PROTOCOL[run].joint_classes and PROTOCOL[run].joint_classes > tasks:
+            print(f'{group}/{run}: skipped, more classes than --tasks {tasks}')
+            continue
+        run_dir = os.path.join(results_root, run)
+        train, test = run_commands(run, dataset, iters, tasks, run_dir, test_flags)
+        print(f'{group}/{run}:\n  {shown(train)}\n  {shown(test)}', flush=True)
+        if dry_run:
+            continue
+        if run not in read_wall_times(log_dir) and os.path.isfile(os.path.join(REPO, run_dir, 'config.json')):
+            log_session(log_dir, run, 'train', None)  # trained before this log: time unknown
+        execute(train, log_dir, run, 'train')
+        execute(test, log_dir, run, 'test')
+        total, notes = wall_time_summary(read_wall_times(log_dir)[run])
+        summarise(os.path.join(REPO, run_dir), dest, [shown(train), shown(test)], total, notes)
+        print(f'{group}/{run}: summarised', flush=True)
+    if not dry_run:
+        write_report(reproduction_dir)
+
+
+# --- report.md and the README block ----------------------------------------------------------------
+
+FIGURES = (('table1.png', 'Table 1: measured and paper mean accuracy after 5 and 10 tasks'),
+           ('accuracy.png', 'Mean accuracy after each task'),
+           ('figure3.png', "Figure 3: the first 10 fixed-noise samples of every class seen, after each "
+                           "run's last tested task"))
+
+
+def write_group_figures(group_dir, run_dirs, runs, paper):
+    """table1.png (when the paper has the dataset), accuracy.png and figure3.png."""
+    measured = report.measured_paper(runs, paper)
+    if measured['table1']['datasets']:
+        report.write_chart(runs, os.path.join(group_dir, 'table1.png'), measured)
+    report.write_accuracy_plot(runs, os.path.join(group_dir, 'accuracy.png'), paper)
+    report.write_figure3(run_dirs, runs, os.path.join(group_dir, 'figure3.png'))
+
+
+def report_markdown(reproduction_dir, paper=None):
+    """reproduction/report.md's text from the summaries and figures there; stable byte for byte."""
+    paper = paper or report.load_paper()
+    lines = ['# Reproduction runs', '',
+             'Made by `python reproduce.py report` (the last step of `make reproduce`) from the run '
+             'summaries in this folder; do not edit it by hand. README.md here explains the folder.', '']
+    groups = report.reproduction_groups(reproduction_dir)
+    if not groups:
+        lines += ['No run is summarised yet.', '']
+    for group, group_runs in groups:
+        names, run_dirs, runs = (list(column) for column in zip(*group_runs))
+        lines += [f'## {report.group_title(group)}', '', report.markdown_report(runs, names, paper).rstrip('\n'), '']
+        for figure, caption in FIGURES:
+            if os.path.isfile(os.path.join(reproduction_dir, group, figure)):
+                lines += [f'![{caption}]({group}/{figure})', '']
+        lines += ['| Run | Tasks tested | Wall time | Commands |', '|---|---|---|---|']
+        for name, run_dir, results in zip(names, run_dirs, runs):
+            seconds = wall_time_of(os.path.join(run_dir, 'command.txt'))
+            wall_time = report.MISSING if seconds is None else format_duration(seconds)
+            lines.append(f"| {name} | {len(results['tasks'])} | {wall_time} "
+                         f"| [{group}/{name}/command.txt]({group}/{name}/command.txt) |")
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def write_report(reproduction_dir=REPRODUCTION_DIR, readme_path=os.path.join(REPO, 'README.md')):
+    """Figures of every group, then report.md; says when the README's block is out of date."""
+    paper = report.load_paper()
+    for group, group_runs in report.reproduction_groups(reproduction_dir):
+        _, run_dirs, runs = zip(*group_runs)
+        write_group_figures(os.path.join(reproduction_dir, group), list(run_dirs), list(runs), paper)
+    os.makedirs(reproduction_dir, exist_ok=True)
+    with open(os.path.join(reproduction_dir, 'report.md'), 'w') as f:
+        f.write(report_markdown(reproduction_dir, paper))
+    print(f'report: {os.path.join(reproduction_dir, "report.md")}')
+    if os.path.isfile(readme_path):
+        with open(readme_path) as f:
+            current = report.readme_section(f.read())
+        if current is not None and current != report.readme_block(reproduction_dir):
+            print(f'note: the block in {readme_path} is out of date: python reproduce.py readme --write README.md')
+
+
+def write_readme(readme_path, reproduction_dir=REPRODUCTION_DIR):
+    """Put the block between the README's marker lines; True when the file changed."""
+    with open(readme_path) as f:
+        text = f.read()
+    updated = report.replace_readme_section(text, report.readme_block(reproduction_dir))
+    if updated != text:
+        with open(readme_path, 'w') as f:
+            f.write(updated)
+    return updated != text
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def parser():
+    main = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    commands = main.add_subparsers(dest='step', required=True)  # not 'command': summarise's flag
+    protocol = commands.add_parser('protocol', help='train, test and summarise what is not summarised yet')
+    protocol.add_argument('--dataset', default='mnist_5k')
+    protocol.add_argument('--iters', type=int, default=1000, help='per task; joint runs get this per class')
+    protocol.add_argument('--tasks', type=int, default=10, help='sequential runs stop after this many tasks')
+    protocol.add_argument('--runs', nargs='+', choices=list(PROTOCOL), default=list(PROTOCOL))
+    protocol.add_argument('--test_flags', default='', help='extra --test flags, e.g. "--eval_samples 640"')
+    protocol.add_argument('--results_dir', default='results', help='relative to the repository root')
+    protocol.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
+    summary = commands.add_parser('summarise', help="copy a tested run's summary files")
+    summary.add_argument('run_dir')
+    summary.add_argument('dest_dir')
+    summary.add_argument('--command', action='append', default=[], required=True,
+                         help='a command that made the run (repeat, in order)')
+    summary.add_argument('--wall_time', type=float, help='seconds the commands took')
+    report_command = commands.add_parser('report', help='reproduction/report.md and its figures')
+    readme = commands.add_parser('readme', help="print the README's block, or --write it between the markers")
+    readme.add_argument('--write', metavar='README', help='the README file to update in place')
+    for sub in (protocol, report_command, readme):
+        sub.add_argument('--reproduction_dir', default=REPRODUCTION_DIR)
+    return main
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        if args.step == 'protocol':
+            run_protocol(args.dataset, args.iters, args.tasks, args.runs, args.reproduction_dir,
+                         args.results_dir, shlex.split(args.test_flags), args.dry_run)
+        elif args.step == 'summarise':
+            for name in summarise(args.run_dir, args.dest_dir, args.command, args.wall_time):
+                print(os.path.join(args.dest_dir, name))
+        elif args.step == 'report':
+            write_report(args.reproduction_dir)
+        elif args.write:
+            print(f"{args.write}: {'updated' if write_readme(args.write, args.reproduction_dir) else 'up to date'}")
+        else:
+            sys.stdout.write(report.readme_block(args.reproduction_dir))
+    except (report.ReportError, ReproduceError) as error:
+        print(f'reproduce.py: error: {error}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
