@@ -28,6 +28,8 @@ DATASETS = {
     'mnist_5k': DatasetSettings('dcgan32', 4001, 1e-3, True, None),
     'svhn': DatasetSettings('dcgan32', 8001, 1e-2, True, 'dataset/svhn'),
     'lsun': DatasetSettings('resnet64', 20001, 1e-3, False, 'dataset/lsun'),
+    # not in the paper: MNIST's settings; the loader finds Debian's dataset-fashion-mnist files
+    'fashion_mnist': DatasetSettings('dcgan32', 4001, 1e-3, True, None),
 }
 JOINT_ITERATION_FACTOR = 10  # the reference trains joint models 10x a task's iterations
 
@@ -154,6 +156,8 @@ def parse_request(parser, argv, joint=False):
         if args.resume and args.overwrite:
             raise utils.UsageError('--resume and --overwrite exclude each other')
         problem = evaluate.validate_evaluation_flags(args)
+        if not problem and args.test:  # before minutes of evaluation, not after
+            problem = evaluate.check_evaluation_files(args)
         if problem:
             raise utils.UsageError(problem)
         result_path = os.path.join('results', f'{args.dataset}_{mode}') if args.result_path is None else args.result_path
@@ -235,7 +239,7 @@ def train(request):
         utils.exit_with_usage_error(str(error))
     if not resuming:
         utils.write_config(config.result_path, {
-            'run': config.identity(data), 'args': dataclasses.asdict(config), 'versions': utils.package_versions(),
+            **utils.RUN_MARKER, 'run': config.identity(data), 'args': dataclasses.asdict(config), 'versions': utils.package_versions(),
             'settings': dataclasses.asdict(config.settings), 'data': data.provenance,
             'tasks': [task_record(task) for task in tasks]})
     make_trainer(config, data).train(tasks, resume=resuming)
@@ -273,7 +277,11 @@ def test(request):
     config, tasks = saved_run(result_path, request.config.dataset)
     data = load_data(config)
     evaluation = dataclasses.replace(request.evaluation, seed=config.seed)
-    if not make_trainer(config, data).test(tasks, evaluate, evaluation):
+    try:
+        tested = make_trainer(config, data).test(tasks, evaluate, evaluation)
+    except evaluate.EvaluationError as error:
+        utils.exit_with_usage_error(f'--test: {error}')
+    if not tested:
         utils.exit_with_usage_error(f'--test: no end-of-task checkpoint in {result_path}/checkpoints/tasks')
     print(f'test grids and metrics in {os.path.join(result_path, "test")} and {result_path}/results.json')
 

@@ -11,6 +11,9 @@ import numpy as np
 from PIL import Image
 
 CONFIG_FILE = 'config.json'
+# In every config.json this project writes: only a folder whose config carries it is
+# a run of ours, which --overwrite may delete and --resume may continue.
+RUN_MARKER = {'project': 'mergan-tf2', 'format': 1}
 FIXED_NOISE_FILE = 'fixed_noise.npy'
 
 
@@ -44,6 +47,10 @@ def read_config(result_path):
         raise UsageError(f'{path} is unreadable ({error})') from error
 
 
+def is_run_config(config):
+    return isinstance(config, dict) and all(config.get(key) == value for key, value in RUN_MARKER.items())
+
+
 def write_config(result_path, config):
     os.makedirs(result_path, exist_ok=True)
     path = os.path.join(result_path, CONFIG_FILE)
@@ -63,6 +70,9 @@ def claim_result_path(result_path, run_identity, resume, overwrite):
     if previous is None:
         raise UsageError(f'--result_path {result_path} is not empty and holds no {CONFIG_FILE}; '
                          'choose an empty or new folder')
+    if not is_run_config(previous):
+        raise UsageError(f'--result_path {result_path} is not empty and its {CONFIG_FILE} was not written '
+                         'by this project; nothing was changed there: choose an empty or new folder')
     if overwrite:
         shutil.rmtree(result_path)
         return False

@@ -136,7 +136,7 @@ def test_occupied_result_path_is_refused_and_kept(tmp_path, capsys):
 
     run = tmp_path / 'run'
     run.mkdir()
-    (run / 'config.json').write_text(json.dumps({'run': {'dataset': 'mnist_5k', 'mode': 'ra', 'iters': 3}}))
+    (run / 'config.json').write_text(json.dumps({'project': 'mergan-tf2', 'format': 1, 'run': {'dataset': 'mnist_5k', 'mode': 'ra', 'iters': 3}}))
     code, err = run_cli(main.main, FAST + ['--result_path', str(run)], capsys)
     assert code == 2 and '--resume' in err and '--overwrite' in err
     code, err = run_cli(main.main, FAST + ['--result_path', str(run), '--resume'], capsys)
