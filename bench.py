@@ -20,6 +20,8 @@ import tempfile
 import time
 
 import numpy as np
+
+import quiet  # noqa: F401  (before TensorFlow loads)
 import tensorflow as tf
 
 import evaluate

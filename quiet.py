@@ -1,8 +1,39 @@
-"""TensorFlow's C++ start-up lines on a machine without a GPU (a red 'failed call to
-cuInit' among them) read like failures to a new user: hide them unless the user
-chose a TF_CPP_MIN_LOG_LEVEL. Imported before TensorFlow."""
-import glob
+"""TensorFlow's start-up lines on a machine without a GPU (a red 'failed call to
+cuInit' among them) read like failures to a new user. TensorFlow 2.21 writes them
+through absl before its log level applies, so TF_CPP_MIN_LOG_LEVEL cannot hide
+them: we import TensorFlow and list its devices with the process's stderr
+captured, then pass on every line that is not one of those. A user who sets
+TF_CPP_MIN_LOG_LEVEL sees everything. Imported before anything loads TensorFlow."""
 import os
+import re
+import sys
+import tempfile
 
-# Without an NVIDIA device, C++ errors at start-up are only about the missing GPU.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2' if glob.glob('/dev/nvidia[0-9]*') else '3')
+START_UP_NOISE = re.compile(
+    r'All log messages before absl::InitializeLog|oneDNN custom operations are on|cudart_stub|'
+    r'cuda_platform|cuInit|cuda_executor|cpu_feature_guard|rebuild TensorFlow with the appropriate compiler flags|'
+    r'Could not find cuda drivers|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered')
+
+
+def import_tensorflow_quietly():
+    if 'TF_CPP_MIN_LOG_LEVEL' in os.environ:
+        import tensorflow  # noqa: F401
+        return
+    os.environ['TF_CPP_MIN_LOG_LEVEL'] = '1'
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices()  # device discovery logs now, while captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        for line in captured.read().decode(errors='replace').splitlines():
+            if line.strip() and not START_UP_NOISE.search(line):
+                print(line, file=sys.stderr)
+
+
+import_tensorflow_quietly()
