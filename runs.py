@@ -4,13 +4,14 @@ folder, training a run, testing a run. No method's mathematics here."""
 import argparse
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 
 import evaluate
 import strategies
 import utils
 from data import DataError, group_by_class, load_dataset
-from training import PRECISIONS, Task, TaskSpec, Trainer
+from training import PRECISIONS, NonFiniteLoss, Task, TaskSpec, Trainer
 
 
 @dataclass(frozen=True)
@@ -242,8 +243,26 @@ def train(request):
             **utils.RUN_MARKER, 'run': config.identity(data), 'args': dataclasses.asdict(config), 'versions': utils.package_versions(),
             'settings': dataclasses.asdict(config.settings), 'data': data.provenance,
             'tasks': [task_record(task) for task in tasks]})
-    make_trainer(config, data).train(tasks, resume=resuming)
+    trainer = make_trainer(config, data)
+    try:
+        trainer.train(tasks, resume=resuming)
+    except NonFiniteLoss as error:
+        print(f'error: training stopped: {error}. Nothing was written from it. {resume_hint(trainer)}; '
+              'a smaller factor or another seed needs a new run.', file=sys.stderr)
+        sys.exit(1)
+    except utils.WriteFailed as error:
+        utils.exit_with_usage_error(f'{error}. {resume_hint(trainer)} once the problem (a full disk?) is fixed.')
+    except KeyboardInterrupt:
+        print(f'\ninterrupted in task {int(trainer.task_index) + 1}. {resume_hint(trainer)}.', file=sys.stderr)
+        sys.exit(130)
     print(f'done: results in {config.result_path}')
+
+
+def resume_hint(trainer):
+    latest = trainer.checkpoints.latest_description()
+    if latest is None:
+        return 'No checkpoint was written yet: run the same command again to start over'
+    return f'The last checkpoint ({latest}) is intact: add --resume to continue from it'
 
 
 def task_record(task):

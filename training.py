@@ -297,38 +297,47 @@ class Trainer:
         return utils.load_or_create_fixed_noise(self.config.result_path, self.config.seed, GRID_SIZE, model.Z_DIM)
 
     # --- the loop ---
-    def train(self, tasks, resume):
-        config = self.config
-        if resume and self.checkpoints.restore_latest():
-            print(f'resuming at task {int(self.task_index) + 1}, iteration {int(self.iteration)}', file=sys.stderr)
-        fixed_noise = self.fixed_noise()
-        log = utils.ScalarLog(os.path.join(config.result_path, 'logs'))
+    def fit(self, tasks, callbacks):
+        """Train the tasks not finished yet; callbacks do the periodic work.
+
+        A non-finite loss stops the run before anything is written from it: the
+        last checkpoint stays as it was, and resumable.
+        """
         finished = int(self.task_index)
         # Positions, not task numbers: joint.py's one task is numbered by its class count.
         for position, task in enumerate(tasks[finished:], finished + 1):
             if int(self.iteration) == 0:
                 self.begin_task(task)
-            self.save_real_grids(task.new_classes)
+            for callback in callbacks:
+                callback.on_task_begin(self, position, len(tasks), task)
             spec = self.spec_tensors(task)
-            progress = utils.Progress(config.iters, f'task {position}/{len(tasks)}')
-            for done in range(int(self.iteration) + 1, config.iters + 1):
-                metrics = self.train_step(spec)
-                if done % config.log_every == 0:
-                    log.write(metrics, step=(position - 1) * config.iters + done)
-                if done == config.iters:
+            for done in range(int(self.iteration) + 1, self.config.iters + 1):
+                metrics = {name: float(value) for name, value in self.train_step(spec).items()}
+                check_finite(metrics, task, done)
+                if done == self.config.iters:
                     self.end_task(task)
-                if done % config.sample_every == 0 or done == config.iters:
-                    self.save_class_grids(task, fixed_noise,
-                                          lambda c: f'samples/task_{task.number}_iter_{done}_class_{c}.png')
-                if done % config.ckpt_every == 0 and done < config.iters:
-                    self.iteration.assign(done)
-                    self.checkpoints.save_latest()
-                progress.update(done, f"| critic loss {float(metrics['critic/loss']):.3f}")
-            self.checkpoints.save_task_end(task.number)
+                for callback in callbacks:
+                    callback.on_iteration_end(self, position, task, done, metrics)
             self.task_index.assign(position)
             self.iteration.assign(0)
-            self.checkpoints.save_latest()
-        log.close()
+            for callback in callbacks:
+                callback.on_task_end(self, position, task)
+        for callback in callbacks:
+            callback.on_train_end(self)
+
+    def train(self, tasks, resume):
+        """The run's loop with its usual callbacks: scalars, grids, checkpoints, progress."""
+        config = self.config
+        if resume and self.checkpoints.restore_latest():
+            if int(self.task_index) >= len(tasks):
+                print(f'{config.result_path} is finished: all {len(tasks)} tasks are trained; nothing to do',
+                      file=sys.stderr)
+                return
+            print(f'resuming at task {int(self.task_index) + 1}, iteration {int(self.iteration)}', file=sys.stderr)
+        self.fit(tasks, [ScalarLogger(config.result_path, config.log_every, config.iters),
+                         GridWriter(self.fixed_noise(), config.sample_every, config.iters),
+                         CheckpointWriter(config.ckpt_every, config.iters),
+                         ProgressReporter(config.iters)])
 
     def test(self, tasks, evaluate, evaluation):
         """Grids and metrics for every end-of-task checkpoint; returns how many were found."""
@@ -338,6 +347,9 @@ class Trainer:
         for task in tasks:
             if not self.checkpoints.restore_task_end(task.number):
                 continue
+            if non_finite_networks(self):
+                raise evaluate.EvaluationError(f'the task {task.number} checkpoint holds NaN or infinite weights '
+                                               f'({", ".join(non_finite_networks(self))}): nothing to evaluate')
             self.save_class_grids(task, fixed_noise, lambda c: f'test/task_{task.number}_class_{c}.png')
             if classifier is None:
                 classifier = evaluate.load_or_train_classifier(
@@ -355,3 +367,110 @@ class Trainer:
                         'num_tasks': config.num_tasks, 'classes': config.classes, **config.method_options}
             evaluate.write_results(config.result_path, run_info, records, classifier=classifier)
         return len(records)
+
+
+class NonFiniteLoss(Exception):
+    """A loss term became NaN or infinite; the message names it, the task and the iteration."""
+
+
+def check_finite(metrics, task, iteration):
+    bad = [name for name, value in metrics.items() if not np.isfinite(value)]
+    if bad:
+        raise NonFiniteLoss(f'{bad[0]} is {metrics[bad[0]]} at task {task.number}, iteration {iteration}'
+                            + (f' (also {", ".join(bad[1:])})' if len(bad) > 1 else ''))
+
+
+def non_finite_networks(trainer):
+    """Names of the networks (and optimiser states) holding a NaN or infinite value.
+    Adam's second moment can overflow while the weights are still finite."""
+    parts = {'generator': trainer.models.generator.weights, 'critic': trainer.models.critic.weights,
+             'generator optimizer': trainer.generator_optimizer.variables,
+             'critic optimizer': trainer.critic_optimizer.variables}
+    return [name for name, variables in parts.items()
+            if not all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in variables if tf.as_dtype(v.dtype).is_floating)]
+
+
+def require_finite_weights(trainer, task, iteration):
+    """A finite loss can still come with an update that overflowed the weights."""
+    bad = non_finite_networks(trainer)
+    if bad:
+        raise NonFiniteLoss(f'the {" and ".join(bad)} weights became non-finite by task {task.number}, '
+                            f'iteration {iteration}')
+
+
+# --- the loop's periodic work ---------------------------------------------------------------
+
+class Callback:
+    """Hooks of Trainer.fit; position counts tasks in this run (1-based)."""
+
+    def on_task_begin(self, trainer, position, task_count, task):
+        pass
+
+    def on_iteration_end(self, trainer, position, task, done, metrics):
+        pass
+
+    def on_task_end(self, trainer, position, task):
+        pass
+
+    def on_train_end(self, trainer):
+        pass
+
+
+class ScalarLogger(Callback):
+    """TensorBoard scalars every `every` iterations, under the strategies' term names."""
+
+    def __init__(self, result_path, every, iters):
+        self.log = utils.ScalarLog(os.path.join(result_path, 'logs'))
+        self.every, self.iters = every, iters
+
+    def on_iteration_end(self, trainer, position, task, done, metrics):
+        if done % self.every == 0:
+            self.log.write(metrics, step=(position - 1) * self.iters + done)
+
+    def on_train_end(self, trainer):
+        self.log.close()
+
+
+class GridWriter(Callback):
+    """Real grids of a task's new classes, and sample grids every `every` iterations and at its end."""
+
+    def __init__(self, fixed_noise, every, iters):
+        self.fixed_noise, self.every, self.iters = fixed_noise, every, iters
+
+    def on_task_begin(self, trainer, position, task_count, task):
+        trainer.save_real_grids(task.new_classes)
+
+    def on_iteration_end(self, trainer, position, task, done, metrics):
+        if done % self.every == 0 or done == self.iters:
+            trainer.save_class_grids(task, self.fixed_noise,
+                                     lambda c: f'samples/task_{task.number}_iter_{done}_class_{c}.png')
+
+
+class CheckpointWriter(Callback):
+    """The resumable checkpoint every `every` iterations; at a task's end, its own
+    checkpoint and the resumable one (which then points at the next task)."""
+
+    def __init__(self, every, iters):
+        self.every, self.iters = every, iters
+
+    def on_iteration_end(self, trainer, position, task, done, metrics):
+        if done % self.every == 0 and done < self.iters:
+            require_finite_weights(trainer, task, done)
+            trainer.iteration.assign(done)
+            trainer.checkpoints.save_latest()
+
+    def on_task_end(self, trainer, position, task):
+        require_finite_weights(trainer, task, self.iters)
+        trainer.checkpoints.save_task_end(task.number)
+        trainer.checkpoints.save_latest()
+
+
+class ProgressReporter(Callback):
+    def __init__(self, iters):
+        self.iters = iters
+
+    def on_task_begin(self, trainer, position, task_count, task):
+        self.progress = utils.Progress(self.iters, f'task {position}/{task_count}')
+
+    def on_iteration_end(self, trainer, position, task, done, metrics):
+        self.progress.update(done, f"| critic loss {metrics['critic/loss']:.3f}")

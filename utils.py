@@ -1,5 +1,6 @@
 """Run plumbing: CLI errors, result folders, config.json, fixed noise, image
 grids, checkpoints, TensorBoard scalars and progress. No method logic here."""
+import contextlib
 import json
 import os
 import platform
@@ -19,6 +20,23 @@ FIXED_NOISE_FILE = 'fixed_noise.npy'
 
 class UsageError(Exception):
     """Bad flags or an unusable result folder: reported with exit code 2."""
+
+
+class WriteFailed(Exception):
+    """A run's file could not be written (a full disk, a read-only folder); names the file."""
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turns any failure to write `path` into WriteFailed naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise WriteFailed(f'could not write {path} ({error.strerror or error})') from error
+    except Exception as error:  # TensorFlow's file system errors are not OSErrors
+        if type(error).__module__.startswith('tensorflow'):
+            raise WriteFailed(f'could not write {path} ({type(error).__name__}: {error})') from error
+        raise
 
 
 def exit_with_usage_error(message):
@@ -62,10 +80,10 @@ def write_config(result_path, config):
 def claim_result_path(result_path, run_identity, resume, overwrite):
     """Decide whether a training run may use result_path; never deletes a folder
     that is not a run of ours. Returns True when an earlier run is continued."""
+    if os.path.exists(result_path) and not os.path.isdir(result_path):
+        raise UsageError(f'--result_path {result_path} is a file, not a folder')
     if not os.path.exists(result_path) or not os.listdir(result_path):
         return False
-    if not os.path.isdir(result_path):
-        raise UsageError(f'--result_path {result_path} is a file, not a folder')
     previous = read_config(result_path)
     if previous is None:
         raise UsageError(f'--result_path {result_path} is not empty and holds no {CONFIG_FILE}; '
@@ -119,8 +137,9 @@ def image_grid(images, rows):
 
 def save_grid(images, path, rows=10):
     grid = image_grid(images, rows)
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    with writing(path):
+        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
 
 
 # --- checkpoints -------------------------------------------------------------------
@@ -137,10 +156,17 @@ class RunCheckpoints:
         self.task_directory = os.path.join(directory, 'tasks')
 
     def save_latest(self):
-        self.latest.save()
+        with writing(self.latest.directory):
+            self.latest.save()
 
     def save_task_end(self, task_number):
-        self.checkpoint.write(self.task_path(task_number))
+        with writing(self.task_path(task_number)):
+            self.checkpoint.write(self.task_path(task_number))
+
+    def latest_description(self):
+        """Where --resume would continue from, in words; None without a checkpoint."""
+        path = self.latest.latest_checkpoint
+        return None if path is None else path
 
     def task_path(self, task_number):
         return os.path.join(self.task_directory, f'task_{task_number}')

@@ -1,6 +1,8 @@
 """bench.py: the analytic FLOP count, and a --quick run writing well-formed results."""
 import json
 
+import pytest
+
 import bench
 
 
@@ -28,6 +30,7 @@ def test_analytic_count_of_the_mnist_dcgan_pair():
     assert bench.analytic_gflop_per_iteration('ewc', (32, 32, 1), 10, 5) == sft
 
 
+@pytest.mark.slow
 def test_quick_run_writes_well_formed_results(tmp_path):
     out = tmp_path / 'bench.json'
     bench.run(bench.parse_args(['--quick', '--iterations', '1', '--precisions', 'float32', '--out', str(out)]))

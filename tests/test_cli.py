@@ -41,6 +41,7 @@ def checkpoint_values(prefix):
             if 'OBJECT_GRAPH' not in name}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode_flags', [[], ['--RA'], ['--JTR']], ids=['sft', 'ra', 'jtr'])
 def test_sequential_run_writes_config_grids_checkpoints_and_test_results(tmp_path, capsys, classifier_dir, mode_flags):
     result = tmp_path / 'run'
@@ -70,6 +71,7 @@ def test_sequential_run_writes_config_grids_checkpoints_and_test_results(tmp_pat
     assert [r['seen_classes'] for r in results['tasks']] == [[0], [0, 1], [0, 1, 2]]
 
 
+@pytest.mark.slow
 def test_joint_run_and_test(tmp_path, capsys, classifier_dir):
     result = tmp_path / 'joint'
     code, err = run_cli(joint.main, FAST + ['--classes', '4', '--result_path', str(result)], capsys)
@@ -156,38 +158,91 @@ def test_test_without_checkpoints_fails_clearly(tmp_path, capsys):
     assert code == 2 and 'no end-of-task checkpoint' in err
 
 
-def start_training(result, extra=()):
-    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
+def start_training(result, method, extra=()):
+    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', method, '--num_tasks', '2',
             '--iters', '8', '--ckpt_every', '3', '--sample_every', '100', '--deterministic',
             '--result_path', str(result), *extra]
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path):
-    """A real SIGKILL mid-task, then --resume, must match an uninterrupted run."""
-    straight = start_training(tmp_path / 'straight')
-    interrupted = start_training(tmp_path / 'interrupted')
-    latest = tmp_path / 'interrupted' / 'checkpoints' / 'latest' / 'checkpoint'
+def wait_for_checkpoint(process, result, name):
+    """Until checkpoints/latest names checkpoint `name` (ckpt-N counts saves, task ends included)."""
+    index = result / 'checkpoints' / 'latest' / 'checkpoint'
     deadline = time.monotonic() + 300
-    while not latest.exists() and interrupted.poll() is None and time.monotonic() < deadline:
+    while process.poll() is None and time.monotonic() < deadline:
+        if index.exists() and f'"{name}"' in index.read_text():
+            return
         time.sleep(0.05)
-    assert interrupted.poll() is None, interrupted.stderr.read()
+    raise AssertionError(f'no {name} while running: {process.stderr.read()}')
+
+
+# RA is killed at its first checkpoint; EWC and DGR in task 2, so that what they keep
+# from task 1 (Fisher and anchor; solver, old generator and old solver) must come back.
+@pytest.mark.slow
+@pytest.mark.parametrize('method, kill_at', [('--RA', 'ckpt-1'), ('--EWC', 'ckpt-4'), ('--DGR', 'ckpt-4')])
+def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, method, kill_at):
+    """A real SIGKILL mid-task, then --resume, must match an uninterrupted run."""
+    straight = start_training(tmp_path / 'straight', method)
+    interrupted = start_training(tmp_path / 'interrupted', method)
+    wait_for_checkpoint(interrupted, tmp_path / 'interrupted', kill_at)
     os.kill(interrupted.pid, signal.SIGKILL)
     interrupted.wait()
     assert not (tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2.index').exists()
-    resumed = start_training(tmp_path / 'interrupted', ['--resume'])
-    _, resumed_err = resumed.communicate(timeout=300)
-    _, straight_err = straight.communicate(timeout=300)
+    resumed = start_training(tmp_path / 'interrupted', method, ['--resume'])
+    _, resumed_err = resumed.communicate(timeout=600)
+    _, straight_err = straight.communicate(timeout=600)
     assert resumed.returncode == 0, resumed_err
     assert straight.returncode == 0, straight_err
     assert 'resuming at task' in resumed_err
     expected = checkpoint_values(str(tmp_path / 'straight' / 'checkpoints' / 'tasks' / 'task_2'))
     actual = checkpoint_values(str(tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2'))
     assert expected.keys() == actual.keys() and len(expected) > 20
+    if method != '--RA':
+        assert any(name.startswith('strategy_') for name in expected)
     for name in expected:
         np.testing.assert_allclose(actual[name], expected[name], atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['--EWC', '--DGR'])
+def test_baselines_train_three_tasks_resume_and_test(tmp_path, capsys, classifier_dir, method, monkeypatch):
+    import strategies
+    monkeypatch.setattr(strategies, 'SOLVER_STEPS', 20)
+    monkeypatch.setattr(strategies, 'FISHER_BATCHES', 4)
+    result = tmp_path / 'run'
+    argv = FAST + [method, '--num_tasks', '3', '--result_path', str(result)]
+    code, err = run_cli(main.main, argv, capsys)
+    assert code == 0, err
+    code, err = run_cli(main.main, argv + ['--resume'], capsys)
+    assert code == 0 and 'finished: all 3 tasks are trained' in err and 'resuming' not in err
+    config = json.loads((result / 'config.json').read_text())
+    assert config['run']['mode'] == method.lstrip('-').lower()
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result),
+                                    '--classifier_dir', classifier_dir] + FAST_TEST, capsys)
+    assert code == 0, err
+    results = json.loads((result / 'results.json').read_text())
+    assert results['mode'] == method.lstrip('-').lower()
+    assert [r['seen_classes'] for r in results['tasks']] == [[0], [0, 1], [0, 1, 2]]
+    if method == '--DGR':
+        assert all('generated_class_share' in r for r in results['tasks'])
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--EWC', '--RA'], 'choose one method: --RA or --EWC'),
+    (['--DGR', '--JTR'], 'choose one method: --JTR or --DGR'),
+    (['--EWC', '--EWC_lambda', '0'], 'must be greater than 0'),
+    (['--EWC', '--EWC_lambda=-1'], 'must be greater than 0'),
+    (['--EWC', '--EWC_lambda', 'inf'], 'must be greater than 0 and finite'),
+    (['--EWC_lambda', '1e9'], '--EWC_lambda needs --EWC'),
+])
+def test_impossible_baseline_flags_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
+    result = tmp_path / 'never'
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', *argv, '--result_path', str(result)], capsys)
+    assert code == 2 and message in err, err
+    assert not result.exists()
+
+
+@pytest.mark.slow
 def test_lsun_resnet_pair_trains_two_iterations_on_a_tiny_folder(tmp_path, capsys, monkeypatch):
     """The 64x64 ResNet pair end to end. A batch of 8 instead of 64 keeps it
     affordable on a CPU; the code path is the same."""

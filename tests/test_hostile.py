@@ -128,3 +128,126 @@ BROKEN_SAMPLERS = {
 def test_sampler_with_broken_output_is_refused(sampler):
     with pytest.raises(ValueError, match=r'must return uint8 \(n, H, W, C\) with n <= 10'):
         evaluate.generated_accuracy(BROKEN_SAMPLERS[sampler], [0], mean_pixel_classifier(3), 10)
+
+
+# ---------------------------------------------------------------- the command line and the run folder
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+import main
+from test_cli import ROOT, checkpoint_values, run_cli
+
+TINY = ['--dataset', 'mnist_5k', '--iters', '5', '--num_tasks', '2', '--sample_every', '100', '--ckpt_every', '2']
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run_of_ours(tmp_path, capsys):
+    folder = tmp_path / 'X'
+    (folder / 'src').mkdir(parents=True)
+    (folder / 'config.json').write_text(json.dumps({'name': 'app'}))
+    (folder / 'src' / 'app.py').write_text('hi')
+    for extra in (['--overwrite'], ['--resume'], []):
+        code, err = run_cli(main.main, TINY + ['--result_path', str(folder)] + extra, capsys)
+        assert code == 2 and 'not written by this project' in err and '--overwrite' not in err
+    assert (folder / 'src' / 'app.py').read_text() == 'hi'
+    assert json.loads((folder / 'config.json').read_text()) == {'name': 'app'}
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--seed', '-1'], '--seed: must be between 0 and 2**32 - 1'),
+    (['--RA', '--RA_factor', 'inf'], 'must be greater than 0 and finite'),
+    (['--RA', '--RA_factor', 'nan'], 'must be greater than 0 and finite'),
+    (['--EWC', '--EWC_lambda=-inf'], 'must be greater than 0 and finite'),
+])
+def test_impossible_numbers_are_usage_errors_and_leave_nothing(tmp_path, capsys, argv, message):
+    result = tmp_path / 'never'
+    code, err = run_cli(main.main, TINY + argv + ['--result_path', str(result)], capsys)
+    assert code == 2 and message in err, err
+    assert not result.exists()
+
+
+def test_result_path_that_is_a_file_or_empty(tmp_path, capsys):
+    a_file = tmp_path / 'notes.txt'
+    a_file.write_text('keep')
+    code, err = run_cli(main.main, TINY + ['--result_path', str(a_file)], capsys)
+    assert code == 2 and 'is a file, not a folder' in err and a_file.read_text() == 'keep'
+    code, err = run_cli(main.main, TINY + ['--result_path', ''], capsys)
+    assert code == 2 and '--result_path must not be empty' in err
+
+
+@pytest.mark.parametrize('content', ['{"args": {', '{}', '[1, 2]'], ids=['corrupt', 'empty', 'a list'])
+def test_test_with_a_damaged_config_is_a_message(tmp_path, capsys, content):
+    (tmp_path / 'config.json').write_text(content)
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(tmp_path)], capsys)
+    assert code == 2 and 'config.json' in err and 'Traceback' not in err
+
+
+def test_a_non_finite_loss_stops_before_anything_is_written_from_it(tmp_path, capsys):
+    result = tmp_path / 'R'
+    code, err = run_cli(main.main, TINY + ['--RA', '--RA_factor', '1e30', '--result_path', str(result)], capsys)
+    assert code == 1
+    assert re.search(r'(\w+/\w+ is (nan|inf)|weights became non-finite).* task 2, iteration \d', err), err
+    assert '--resume' in err
+    assert not (result / 'checkpoints' / 'tasks' / 'task_2.index').exists()
+    latest = tf.train.latest_checkpoint(str(result / 'checkpoints' / 'latest'))
+    for name, value in checkpoint_values(latest).items():
+        if value.dtype.kind == 'f':
+            assert np.all(np.isfinite(value)), name
+    assert not any('task_2_iter' in name for name in os.listdir(result / 'samples'))
+
+
+def test_test_refuses_non_finite_weights(tmp_path, capsys):
+    result = tmp_path / 'R'
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    import runs
+    config, tasks = runs.saved_run(str(result), 'mnist_5k')
+    trainer = runs.make_trainer(config, runs.load_data(config))
+    trainer.checkpoints.restore_task_end(1)
+    trainer.models.generator.weights[0].assign(tf.fill(trainer.models.generator.weights[0].shape, np.nan))
+    trainer.checkpoints.save_task_end(1)
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result)], capsys)
+    assert code == 2 and 'NaN or infinite weights' in err and 'generator' in err
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+    result = tmp_path / 'R'
+    real_save = tf.train.CheckpointManager.save
+    saves = []
+
+    def save_until_the_disk_is_full(manager, *args, **kwargs):
+        saves.append(1)
+        if len(saves) > 2:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_save(manager, *args, **kwargs)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, 'save', save_until_the_disk_is_full)
+    code, err = run_cli(main.main, TINY + ['--result_path', str(result)], capsys)
+    assert code == 2 and 'Traceback' not in err
+    assert f"could not write {result / 'checkpoints' / 'latest'} (No space left on device)" in err
+    assert 'add --resume to continue' in err
+    monkeypatch.setattr(tf.train.CheckpointManager, 'save', real_save)
+    code, err = run_cli(main.main, TINY + ['--result_path', str(result), '--resume'], capsys)
+    assert code == 0 and 'resuming at task 1, iteration 4' in err
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    result = tmp_path / 'R'
+    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--iters', '400',
+            '--num_tasks', '1', '--ckpt_every', '2', '--sample_every', '1000', '--result_path', str(result)]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    index = result / 'checkpoints' / 'latest' / 'checkpoint'
+    deadline = time.monotonic() + 300
+    while not index.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert 'Traceback' not in err and 'interrupted in task 1' in err and 'add --resume' in err
