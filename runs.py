@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import evaluate
 import strategies
 import utils
+from classifier import EvaluationError
 from data import DataError, group_by_class, load_dataset
 from training import PRECISIONS, Task, TaskSpec, Trainer
 
@@ -279,7 +280,7 @@ def test(request):
     evaluation = dataclasses.replace(request.evaluation, seed=config.seed)
     try:
         tested = make_trainer(config, data).test(tasks, evaluate, evaluation)
-    except evaluate.EvaluationError as error:
+    except EvaluationError as error:
         utils.exit_with_usage_error(f'--test: {error}')
     if not tested:
         utils.exit_with_usage_error(f'--test: no end-of-task checkpoint in {result_path}/checkpoints/tasks')

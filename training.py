@@ -16,7 +16,9 @@ import tensorflow as tf
 import model
 import ops
 import utils
+from classifier import load_or_train_classifier
 from data import group_by_class
+from results import export_samples, write_results
 
 BATCH_SIZE = 64
 CRITIC_STEPS = 5
@@ -340,18 +342,17 @@ class Trainer:
                 continue
             self.save_class_grids(task, fixed_noise, lambda c: f'test/task_{task.number}_class_{c}.png')
             if classifier is None:
-                classifier = evaluate.load_or_train_classifier(
+                classifier = load_or_train_classifier(
                     self.data, evaluation.classifier_dir, evaluation.retrain_classifier, evaluation.eval_classifier)
             sampler = self.strategy.sampler(self, task)
             records.append(evaluate.evaluate_task(sampler, task.number, task.seen_classes,
                                                   self.data, classifier, evaluation))
             if evaluation.export_samples:
-                evaluate.export_samples(sampler, task.seen_classes, evaluation.export_samples,
-                                        os.path.join(self.config.result_path, 'test',
-                                                     f'samples_task_{task.number}.npz'))
+                export_samples(sampler, task.seen_classes, evaluation.export_samples,
+                               os.path.join(self.config.result_path, 'test', f'samples_task_{task.number}.npz'))
         if records:
             config = self.config
             run_info = {'dataset': config.dataset, 'mode': config.mode, 'iters': config.iters, 'seed': config.seed,
                         'num_tasks': config.num_tasks, 'classes': config.classes, **config.method_options}
-            evaluate.write_results(config.result_path, run_info, records, classifier=classifier)
+            write_results(config.result_path, run_info, records, classifier=classifier)
         return len(records)
