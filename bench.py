@@ -24,11 +24,11 @@ import numpy as np
 import quiet  # noqa: F401  (before TensorFlow loads)
 import tensorflow as tf
 
-import evaluate
 import model
 import ops
 import runs
 import training
+from classifier import build_classifier, predict_labels
 from data import group_by_class, load_dataset
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -223,10 +223,10 @@ def eval_images_per_s(data, count):
     """Generated images per second through the generator and the evaluation classifier."""
     with tempfile.TemporaryDirectory() as result_path:
         trainer = make_trainer('sft', data, 'float32', result_path)
-        classifier = evaluate.build_classifier(data.image_shape, data.num_classes)
-        evaluate.predict_labels(classifier, trainer.sample_images(0, training.BATCH_SIZE))  # warm up
+        classifier = build_classifier(data.image_shape, data.num_classes)
+        predict_labels(classifier, trainer.sample_images(0, training.BATCH_SIZE))  # warm up
         start = time.perf_counter()
-        evaluate.predict_labels(classifier, trainer.sample_images(1, count))
+        predict_labels(classifier, trainer.sample_images(1, count))
         return count / (time.perf_counter() - start)
 
 

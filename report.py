@@ -1,6 +1,6 @@
 """Compare measured runs with the paper: Table 1 (MNIST, SVHN) and Table 2 (LSUN) as Markdown,
-plus a bar chart of measured vs paper mean accuracy, the mean accuracy after each task and
-the paper's Figure 3 (samples of every seen class after the last task).
+the mean accuracy after each task and the README's block; the command line also draws the
+figures of figures.py (bar chart, accuracy after each task, the paper's Figure 3).
 
     python report.py RESULT_DIR [RESULT_DIR ...] [--out report.png] [--markdown]
                      [--accuracy_plot PATH] [--figure3 PATH]
@@ -14,7 +14,6 @@ import re
 import sys
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 PAPER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'paper_results.json')
 METHOD_OF_MODE = {'joint': 'Joint', 'sft': 'SFT', 'ewc': 'EWC', 'dgr': 'DGR', 'jtr': 'MeRGAN-JTR',
@@ -156,53 +155,6 @@ def build_lsun_table(runs, paper=None):
     return '\n'.join(lines)
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')  # files only, no display
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def chart_series(runs, paper):
-    """Per Table 1 row: label and {(method, tasks): (measured % or nan, paper %)}."""
-    series = []
-    for paper_name, paper_cells in paper['table1']['datasets'].items():
-        for label, dataset in table_rows(runs, paper_name):
-            bars = {}
-            for method in TABLE1_METHODS:
-                for tasks in TABLE1_HORIZONS:
-                    values = measured_values(runs, dataset, method, tasks, 'mean_accuracy')
-                    bars[method, tasks] = (100 * np.mean(values) if values else np.nan,
-                                           paper_cells.get(method, {}).get(str(tasks), np.nan))
-            series.append((label, bars))
-    return series
-
-
-def write_chart(runs, path, paper=None):
-    """Grouped bars per method: paper and measured, after 5 and after 10 tasks; one panel per row."""
-    plt = _pyplot()
-    series = chart_series(runs, paper or load_paper())
-    fig, axes = plt.subplots(len(series), 1, figsize=(10, 3.2 * len(series)), squeeze=False)
-    width = 0.2
-    positions = np.arange(len(TABLE1_METHODS))
-    styles = [(5, 'paper', '#9ecae1'), (5, 'measured', '#3182bd'),
-              (10, 'paper', '#fdae6b'), (10, 'measured', '#e6550d')]
-    for ax, (label, bars) in zip(axes[:, 0], series):
-        for offset, (tasks, kind, color) in enumerate(styles):
-            heights = [bars[m, tasks][0 if kind == 'measured' else 1] for m in TABLE1_METHODS]
-            ax.bar(positions + (offset - 1.5) * width, np.nan_to_num(heights), width,
-                   color=color, label=f'{kind}, after {tasks}')
-        ax.set_xticks(positions, TABLE1_METHODS)
-        ax.set_ylim(0, 118)  # headroom above 100 for the legend
-        ax.set_yticks(range(0, 101, 20))
-        ax.set_ylabel('mean accuracy (%)')
-        ax.set_title(label)
-        ax.legend(fontsize=7, ncol=4, loc='upper center')
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # --- the measured datasets only: per-run labels and the accuracy after each task ------------
 
 def measured_paper(runs, paper=None):
@@ -256,109 +208,6 @@ def markdown_report(runs, names, paper=None):
         parts.append(build_lsun_table(runs, paper))
     parts.append(build_task_table(runs, names))
     return '\n\n'.join(parts) + '\n'
-
-
-METHOD_COLORS = dict(zip(TABLE1_METHODS, ('#555555', '#d62728', '#9467bd', '#8c564b', '#1f77b4', '#2ca02c')))
-ACCURACY_PLOT_INCHES = (7, 4.5)  # at 100 dpi: 700 x 450 pixels
-
-
-def accuracy_series(runs):
-    """{(dataset, method): [(after tasks, mean accuracy %)]}; runs of one cell are averaged."""
-    series = {}
-    for dataset in sorted({r['dataset'] for r in runs}):
-        for method in TABLE1_METHODS:
-            points = [(t, float(100 * np.mean(values))) for t in range(1, horizon(runs) + 1)
-                      for values in [measured_values(runs, dataset, method, t, 'mean_accuracy')] if values]
-            if points:
-                series[dataset, method] = points
-    return series
-
-
-def write_accuracy_plot(runs, path, paper=None):
-    """Mean accuracy after each task, one line per method, the paper's values as open circles."""
-    plt = _pyplot()
-    paper = paper or load_paper()
-    series = accuracy_series(runs)
-    several = len({dataset for dataset, _ in series}) > 1
-    fig, ax = plt.subplots(figsize=ACCURACY_PLOT_INCHES)
-    last_task = max(horizon(runs), 1)
-    for (dataset, method), points in series.items():
-        tasks, values = zip(*points)
-        color = METHOD_COLORS[method]
-        ax.plot(tasks, values, marker='o', markersize=4, color=color, linestyle='--' if method == 'Joint' else '-',
-                label=f'{method} ({dataset})' if several else method)
-        paper_cells = paper['table1']['datasets'].get(paper_dataset(dataset), {}).get(method, {})
-        for paper_tasks, value in paper_cells.items():
-            ax.plot(int(paper_tasks), value, marker='o', markersize=9, markerfacecolor='none',
-                    color=color, linestyle='none')
-            last_task = max(last_task, int(paper_tasks))
-    ax.set_xticks(range(1, last_task + 1))
-    ax.set_ylim(0, 102)
-    ax.set_xlabel('after task')
-    ax.set_ylabel('mean accuracy over seen classes (%)')
-    ax.set_title('measured (lines); paper after 5 and 10 tasks (open circles)', fontsize=9)
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend(fontsize=8, loc='lower left')
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-# --- Figure 3: the first fixed-noise samples of every seen class after the last task ---------
-# --test tiles each class's 100 fixed-noise samples into a 10x10 grid, row-major, so its first
-# row holds samples 0..9, the same noise for every class and every run.
-GRID_COLUMNS = 10
-FIGURE3_HEADER = 16  # pixels above each panel for its label
-FIGURE3_GAP = 8  # white pixels between panels
-
-
-def grid_first_row(path):
-    """The first row of a --test grid as uint8 RGB (tile x 10 tiles), or None if the file is missing."""
-    if not os.path.isfile(path):
-        return None
-    with Image.open(path) as image:
-        pixels = np.asarray(image.convert('RGB'))
-    tile = pixels.shape[1] // GRID_COLUMNS
-    return pixels[:tile]
-
-
-def figure3_rows(result_dir, results):
-    """One row per class seen at the run's last tested task, None where its grid is missing."""
-    if not results['tasks']:
-        return []
-    last = results['tasks'][-1]
-    return [grid_first_row(os.path.join(result_dir, 'test', f"task_{last['task']}_class_{c}.png"))
-            for c in last['seen_classes']]
-
-
-def figure3_image(panels):
-    """panels: [(label, rows)], rows uint8 RGB strips or None (left white). One panel per run, side
-    by side, a label above each; returns the figure as a uint8 RGB array."""
-    strips = [row for _, rows in panels for row in rows if row is not None]
-    tile = strips[0].shape[0] if strips else 32
-    width = GRID_COLUMNS * tile
-    height = FIGURE3_HEADER + max((len(rows) for _, rows in panels), default=0) * tile
-    canvas = Image.new('RGB', (max(len(panels) * (width + FIGURE3_GAP) - FIGURE3_GAP, 1), height), 'white')
-    for index, (label, rows) in enumerate(panels):
-        left = index * (width + FIGURE3_GAP)
-        header = Image.new('RGB', (width, FIGURE3_HEADER), 'white')  # the label is clipped to its panel
-        ImageDraw.Draw(header).text((2, 2), label, fill='black')
-        canvas.paste(header, (left, 0))
-        for position, row in enumerate(rows):
-            if row is not None:
-                strip = Image.fromarray(row)
-                if strip.size != (width, tile):
-                    strip = strip.resize((width, tile), Image.NEAREST)
-                canvas.paste(strip, (left, FIGURE3_HEADER + position * tile))
-    return np.asarray(canvas)
-
-
-def write_figure3(result_dirs, runs, path, labels=None):
-    """The paper's Figure 3 for these runs: rows are the classes seen, columns the first 10 samples."""
-    labels = labels or [run_label(results) for results in runs]
-    panels = [(label, figure3_rows(d, results)) for label, d, results in zip(labels, result_dirs, runs)]
-    Image.fromarray(figure3_image(panels)).save(path, optimize=True)
 
 
 # --- the README's block: Table 1 of the runs summarised in reproduction/ ---------------------
@@ -465,13 +314,14 @@ def main(argv=None):
         print(build_table(runs, paper))
         print()
         print(build_lsun_table(runs, paper))
-    figures = [('chart', args.out, lambda path: write_chart(runs, path, paper)),
-               ('accuracy plot', args.accuracy_plot, lambda path: write_accuracy_plot(runs, path, paper)),
-               ('figure 3', args.figure3, lambda path: write_figure3(args.result_dirs, runs, path))]
+    import figures  # figures.py imports this module for its look-ups: at the top, a cycle
+    writers = [('chart', args.out, lambda path: figures.write_chart(runs, path, paper)),
+               ('accuracy plot', args.accuracy_plot, lambda path: figures.write_accuracy_plot(runs, path, paper)),
+               ('figure 3', args.figure3, lambda path: figures.write_figure3(args.result_dirs, runs, path))]
     where = sys.stderr if args.markdown else sys.stdout  # --markdown keeps stdout pure Markdown
     if not args.markdown:
         print()
-    for name, path, write in figures:
+    for name, path, write in writers:
         if path:
             write(path)
             print(f'{name}: {path}', file=where)

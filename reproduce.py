@@ -26,6 +26,7 @@ import time
 
 from PIL import Image
 
+import figures
 import report
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -84,7 +85,7 @@ def wall_time_of(command_file):
 def copy_grid_rows(source, dest, rows=GRID_ROWS_KEPT):
     """The first `rows` rows of tiles of a 10-column test grid, same pixels and mode."""
     with Image.open(source) as grid:
-        tile = grid.width // report.GRID_COLUMNS
+        tile = grid.width // figures.GRID_COLUMNS
         grid.crop((0, 0, grid.width, min(rows * tile, grid.height))).save(dest, optimize=True)
 
 
@@ -210,9 +211,9 @@ def write_group_figures(group_dir, run_dirs, runs, paper):
     """table1.png (when the paper has the dataset), accuracy.png and figure3.png."""
     measured = report.measured_paper(runs, paper)
     if measured['table1']['datasets']:
-        report.write_chart(runs, os.path.join(group_dir, 'table1.png'), measured)
-    report.write_accuracy_plot(runs, os.path.join(group_dir, 'accuracy.png'), paper)
-    report.write_figure3(run_dirs, runs, os.path.join(group_dir, 'figure3.png'))
+        figures.write_chart(runs, os.path.join(group_dir, 'table1.png'), measured)
+    figures.write_accuracy_plot(runs, os.path.join(group_dir, 'accuracy.png'), paper)
+    figures.write_figure3(run_dirs, runs, os.path.join(group_dir, 'figure3.png'))
 
 
 def report_markdown(reproduction_dir, paper=None):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import evaluate
 import strategies
 import utils
+from classifier import EvaluationError
 from data import DataError, group_by_class, load_dataset
 from training import PRECISIONS, NonFiniteLoss, Task, TaskSpec, Trainer
 
@@ -297,8 +298,8 @@ def test(request):
     data = load_data(config)
     evaluation = dataclasses.replace(request.evaluation, seed=config.seed)
     try:
-        tested = make_trainer(config, data).test(tasks, evaluate, evaluation)
-    except evaluate.EvaluationError as error:
+        tested = evaluate.evaluate_run(make_trainer(config, data), tasks, evaluation)
+    except EvaluationError as error:
         utils.exit_with_usage_error(f'--test: {error}')
     if not tested:
         utils.exit_with_usage_error(f'--test: no end-of-task checkpoint in {result_path}/checkpoints/tasks')

@@ -339,35 +339,6 @@ class Trainer:
                          CheckpointWriter(config.ckpt_every, config.iters),
                          ProgressReporter(config.iters)])
 
-    def test(self, tasks, evaluate, evaluation):
-        """Grids and metrics for every end-of-task checkpoint; returns how many were found."""
-        fixed_noise = self.fixed_noise()
-        classifier = None
-        records = []
-        for task in tasks:
-            if not self.checkpoints.restore_task_end(task.number):
-                continue
-            if non_finite_networks(self):
-                raise evaluate.EvaluationError(f'the task {task.number} checkpoint holds NaN or infinite weights '
-                                               f'({", ".join(non_finite_networks(self))}): nothing to evaluate')
-            self.save_class_grids(task, fixed_noise, lambda c: f'test/task_{task.number}_class_{c}.png')
-            if classifier is None:
-                classifier = evaluate.load_or_train_classifier(
-                    self.data, evaluation.classifier_dir, evaluation.retrain_classifier, evaluation.eval_classifier)
-            sampler = self.strategy.sampler(self, task)
-            records.append(evaluate.evaluate_task(sampler, task.number, task.seen_classes,
-                                                  self.data, classifier, evaluation))
-            if evaluation.export_samples:
-                evaluate.export_samples(sampler, task.seen_classes, evaluation.export_samples,
-                                        os.path.join(self.config.result_path, 'test',
-                                                     f'samples_task_{task.number}.npz'))
-        if records:
-            config = self.config
-            run_info = {'dataset': config.dataset, 'mode': config.mode, 'iters': config.iters, 'seed': config.seed,
-                        'num_tasks': config.num_tasks, 'classes': config.classes, **config.method_options}
-            evaluate.write_results(config.result_path, run_info, records, classifier=classifier)
-        return len(records)
-
 
 class NonFiniteLoss(Exception):
     """A loss term became NaN or infinite; the message names it, the task and the iteration."""

@@ -13,7 +13,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+import classifier as evaluation_classifier
 import evaluate
+import metrics
+import results as evaluation_results
 from data import ImageSet, load_dataset
 from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
 
@@ -39,7 +42,7 @@ def mean_pixel_classifier(num_classes=10):
     dense = layers.Dense(num_classes)
     logits = dense(mean)
     dense.set_weights([2 * centres[None, :], -centres ** 2])
-    return evaluate.wrap_classifier(keras.Model(inputs, logits))
+    return evaluation_classifier.wrap_classifier(keras.Model(inputs, logits))
 
 
 def constant_image_set(num_classes=3, size=8, per_class=10):
@@ -71,7 +74,7 @@ def mnist():
 def trained(mnist, tmp_path_factory):
     folder = tmp_path_factory.mktemp('classifiers')
     start = time.perf_counter()
-    classifier = evaluate.load_or_train_classifier(mnist, str(folder))
+    classifier = evaluation_classifier.load_or_train_classifier(mnist, str(folder))
     print(f'\nmnist_5k classifier: {100 * classifier.test_accuracy:.2f}% held out, '
           f'trained in {time.perf_counter() - start:.1f}s')
     return classifier, folder
@@ -81,7 +84,7 @@ def test_classifier_reaches_target_on_held_out_mnist_5k(trained, mnist):
     classifier, folder = trained
     assert classifier.identity['source'] == 'trained'
     assert classifier.test_accuracy >= 0.96
-    recomputed = np.mean(evaluate.predict_labels(classifier.model, mnist.test_x) == mnist.test_y)
+    recomputed = np.mean(evaluation_classifier.predict_labels(classifier.model, mnist.test_x) == mnist.test_y)
     assert recomputed == pytest.approx(classifier.test_accuracy)
     assert (folder / 'mnist_5k_classifier.keras').stat().st_size > 0
     saved = json.loads((folder / 'mnist_5k_classifier.json').read_text())
@@ -95,13 +98,13 @@ def test_second_call_loads_cache_without_training(trained, mnist, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError('retrained although cached')
 
-    monkeypatch.setattr(evaluate, 'train_classifier', no_training)
-    cached = evaluate.load_or_train_classifier(mnist, str(folder))
+    monkeypatch.setattr(evaluation_classifier, 'train_classifier', no_training)
+    cached = evaluation_classifier.load_or_train_classifier(mnist, str(folder))
     assert cached.identity['source'] == 'cached'
     assert cached.test_accuracy == classifier.test_accuracy
     images = mnist.test_x[:64]
-    np.testing.assert_allclose(cached.model.predict_on_batch(evaluate.to_float(images)),
-                               classifier.model.predict_on_batch(evaluate.to_float(images)), atol=1e-5)
+    np.testing.assert_allclose(cached.model.predict_on_batch(evaluation_classifier.to_float(images)),
+                               classifier.model.predict_on_batch(evaluation_classifier.to_float(images)), atol=1e-5)
     assert cached.features.output_shape == (None, 128)
 
 
@@ -111,15 +114,15 @@ def test_cache_for_other_data_or_retrain_flag_trains_again(trained, mnist, monke
 
     def quick_training(x, y, num_classes, epochs, seed, batch_size=64):
         calls.append(len(x))
-        return evaluate.build_classifier(x.shape[1:], num_classes)
+        return evaluation_classifier.build_classifier(x.shape[1:], num_classes)
 
-    monkeypatch.setattr(evaluate, 'train_classifier', quick_training)
+    monkeypatch.setattr(evaluation_classifier, 'train_classifier', quick_training)
     copy = tmp_path / 'classifiers'
     shutil.copytree(folder, copy)  # the shared cache stays as it is
     fewer = ImageSet('mnist_5k', mnist.train_x[:100], mnist.train_y[:100], mnist.test_x, mnist.test_y,
                      mnist.class_names, mnist.provenance)
-    assert evaluate.load_or_train_classifier(fewer, str(copy)).identity['source'] == 'trained'
-    assert evaluate.load_or_train_classifier(mnist, str(copy), retrain=True).identity['source'] == 'trained'
+    assert evaluation_classifier.load_or_train_classifier(fewer, str(copy)).identity['source'] == 'trained'
+    assert evaluation_classifier.load_or_train_classifier(mnist, str(copy), retrain=True).identity['source'] == 'trained'
     assert calls == [100, len(mnist.train_x)]
 
 
@@ -127,12 +130,12 @@ def test_user_classifier_file_is_used(tmp_path):
     data = constant_image_set()
     path = tmp_path / 'mine.keras'
     mean_pixel_classifier(3).model.save(path)
-    user = evaluate.load_or_train_classifier(data, str(tmp_path / 'unused'), user_model_path=str(path))
+    user = evaluation_classifier.load_or_train_classifier(data, str(tmp_path / 'unused'), user_model_path=str(path))
     assert user.identity['source'] == 'user'
     assert user.test_accuracy == 1.0
     mean_pixel_classifier(10).model.save(tmp_path / 'ten.keras')
     with pytest.raises(ValueError, match='scores 10 classes, standin has 3'):
-        evaluate.load_or_train_classifier(data, str(tmp_path), user_model_path=str(tmp_path / 'ten.keras'))
+        evaluation_classifier.load_or_train_classifier(data, str(tmp_path), user_model_path=str(tmp_path / 'ten.keras'))
 
 
 def classifier_weights(model):
@@ -142,24 +145,24 @@ def classifier_weights(model):
 def test_classifier_training_is_reproducible_and_leaves_global_random_state(mnist):
     x, y = mnist.train_x[:500], mnist.train_y[:500]
     keras.utils.set_random_seed(5)
-    first = classifier_weights(evaluate.train_classifier(x, y, 10, 1, seed=3))
+    first = classifier_weights(evaluation_classifier.train_classifier(x, y, 10, 1, seed=3))
     after_training = (random.random(), np.random.rand(), float(keras.random.uniform(())))
     keras.utils.set_random_seed(5)
     assert after_training == (random.random(), np.random.rand(), float(keras.random.uniform(())))
     keras.utils.set_random_seed(99)  # the caller's seeds do not reach the classifier
-    second = classifier_weights(evaluate.train_classifier(x, y, 10, 1, seed=3))
+    second = classifier_weights(evaluation_classifier.train_classifier(x, y, 10, 1, seed=3))
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
-    other_seed = classifier_weights(evaluate.train_classifier(x, y, 10, 1, seed=4))
+    other_seed = classifier_weights(evaluation_classifier.train_classifier(x, y, 10, 1, seed=4))
     assert not np.array_equal(first[0], other_seed[0])
 
 
 def test_classifier_weights_do_not_depend_on_the_callers_op_determinism(mnist):
     x, y = mnist.train_x[:1000], mnist.train_y[:1000]
-    plain = classifier_weights(evaluate.train_classifier(x, y, 10, 2, seed=0))
+    plain = classifier_weights(evaluation_classifier.train_classifier(x, y, 10, 2, seed=0))
     assert not is_op_determinism_enabled()  # switched on only while training
     tf.config.experimental.enable_op_determinism()  # what a run's --deterministic does, for good
     try:
-        deterministic = classifier_weights(evaluate.train_classifier(x, y, 10, 2, seed=0))
+        deterministic = classifier_weights(evaluation_classifier.train_classifier(x, y, 10, 2, seed=0))
         assert is_op_determinism_enabled()  # the caller's setting is kept
     finally:
         disable_op_determinism()
@@ -176,16 +179,16 @@ def test_generated_accuracy_is_the_exact_share_labelled_right():
             return constant_images(3, count)
         return constant_images(class_id, count)
 
-    accuracy = evaluate.generated_accuracy(generate, [0, 2, 7], mean_pixel_classifier(), 100, batch_size=64)
+    accuracy = metrics.generated_accuracy(generate, [0, 2, 7], mean_pixel_classifier(), 100, batch_size=64)
     assert accuracy == {0: 1.0, 2: 0.75, 7: 0.0}
 
 
 def test_generator_with_wrong_output_is_refused():
     # fewer images than asked is allowed (a DGR sampler); more is not
     with pytest.raises(ValueError, match='uint8'):
-        evaluate.generated_accuracy(lambda c, n: constant_images(c, n + 1), [0], mean_pixel_classifier(), 10)
+        metrics.generated_accuracy(lambda c, n: constant_images(c, n + 1), [0], mean_pixel_classifier(), 10)
     with pytest.raises(ValueError, match='uint8'):
-        evaluate.generated_accuracy(lambda c, n: constant_images(c, n) / 255.0, [0], mean_pixel_classifier(), 10)
+        metrics.generated_accuracy(lambda c, n: constant_images(c, n) / 255.0, [0], mean_pixel_classifier(), 10)
 
 
 # ---------------------------------------------------------------- reverse accuracy
@@ -203,11 +206,11 @@ def test_reverse_accuracy_high_on_real_images_near_chance_on_noise(mnist):
     def next_class(class_id, count):  # real digits under the wrong label
         return real(classes[(classes.index(class_id) + 1) % 3], count)
 
-    assert evaluate.reverse_accuracy(real, classes, mnist, 200, epochs=3, seed=0) > 0.9
-    assert evaluate.reverse_accuracy(next_class, classes, mnist, 200, epochs=3, seed=0) < 0.1
+    assert metrics.reverse_accuracy(real, classes, mnist, 200, epochs=3, seed=0) > 0.9
+    assert metrics.reverse_accuracy(next_class, classes, mnist, 200, epochs=3, seed=0) < 0.1
     # noise teaches nothing about digits: chance is 1/3, but which digit lands on which label
     # is arbitrary (0.25..0.40 over seeds 0-3), so the bound leaves room above chance
-    assert evaluate.reverse_accuracy(noise, classes, mnist, 200, epochs=3, seed=0) < 0.5
+    assert metrics.reverse_accuracy(noise, classes, mnist, 200, epochs=3, seed=0) < 0.5
 
 
 # ---------------------------------------------------------------- Frechet distance
@@ -224,9 +227,9 @@ def independent_frechet(x, y):
 
 def test_frechet_distance_zero_for_identical_and_growing_with_shift():
     features = np.random.default_rng(0).normal(size=(200, 6))
-    stats = evaluate.feature_statistics(features)
-    assert abs(evaluate.frechet_distance(*stats, *stats)) < 1e-6
-    distances = [evaluate.frechet_distance(*stats, *evaluate.feature_statistics(features + shift))
+    stats = metrics.feature_statistics(features)
+    assert abs(metrics.frechet_distance(*stats, *stats)) < 1e-6
+    distances = [metrics.frechet_distance(*stats, *metrics.feature_statistics(features + shift))
                  for shift in (0.1, 0.5, 1.0, 2.0)]
     assert all(d > 0 for d in distances)
     assert distances == sorted(distances)
@@ -237,10 +240,10 @@ def test_frechet_distance_agrees_with_independent_computation():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(300, 5))
     y = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.3
-    fid = evaluate.frechet_distance(*evaluate.feature_statistics(x), *evaluate.feature_statistics(y))
+    fid = metrics.frechet_distance(*metrics.feature_statistics(x), *metrics.feature_statistics(y))
     assert fid == pytest.approx(independent_frechet(x, y), rel=1e-6)
     # one dimension: (m1 - m2)^2 + (s1 - s2)^2
-    assert evaluate.frechet_distance(1.0, 4.0, 3.0, 9.0) == pytest.approx(4 + 1)
+    assert metrics.frechet_distance(1.0, 4.0, 3.0, 9.0) == pytest.approx(4 + 1)
 
 
 def test_classifier_fid_zero_on_real_images_and_balanced_counts():
@@ -252,10 +255,10 @@ def test_classifier_fid_zero_on_real_images_and_balanced_counts():
         asked.append((class_id, count))
         return data.test_x[data.test_y == class_id][:count]
 
-    assert evaluate.classifier_fid(real, [0, 2], data, classifier, 1000) < 1e-6
+    assert metrics.classifier_fid(real, [0, 2], data, classifier, 1000) < 1e-6
     assert asked == [(0, 10), (2, 10)]  # capped at the real test images of each class
     asked.clear()
-    darker = evaluate.classifier_fid(lambda c, n: real(c, n) // 2, [0, 2], data, classifier, 5)
+    darker = metrics.classifier_fid(lambda c, n: real(c, n) // 2, [0, 2], data, classifier, 5)
     assert asked == [(0, 5), (2, 5)] and darker > 0.01
 
 
@@ -275,7 +278,7 @@ def test_inception_fid_with_injected_network():
     def shifted(class_id, count):
         return np.clip(data.test_x[data.test_y == class_id][:count].astype(int) + 40, 0, 255).astype(np.uint8)
 
-    fid = evaluate.inception_fid(shifted, [0, 1], data, 'weights.h5', 6, network_builder=tiny_network)
+    fid = metrics.inception_fid(shifted, [0, 1], data, 'weights.h5', 6, network_builder=tiny_network)
     assert built_with == ['weights.h5']
     # resizing and tiling are linear, so +40 grey levels shift every feature by 40 / 127.5
     # after Inception's preprocessing: a pure shift of the mean
@@ -289,7 +292,7 @@ def test_frechet_distance_is_silent_and_right_on_singular_covariances():
     y[:, :5] = rng.normal(size=(60, 5)) * 1.5 + 0.2
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        fid = evaluate.frechet_distance(*evaluate.feature_statistics(x), *evaluate.feature_statistics(y))
+        fid = metrics.frechet_distance(*metrics.feature_statistics(x), *metrics.feature_statistics(y))
     assert fid == pytest.approx(independent_frechet(x, y), rel=1e-6)
 
 
@@ -324,31 +327,31 @@ class PartialSampler:
 
 
 def test_accuracy_divides_by_the_count_asked_for():
-    accuracy = evaluate.generated_accuracy(PartialSampler().sample, [0, 1, 2], mean_pixel_classifier(3), 64)
+    accuracy = metrics.generated_accuracy(PartialSampler().sample, [0, 1, 2], mean_pixel_classifier(3), 64)
     assert accuracy == {0: 1.0, 1: 0.5, 2: 0.0}
 
 
 def test_reverse_accuracy_trains_on_the_images_that_came_back(monkeypatch):
     data = constant_image_set()
     trained_on = []
-    train_classifier = evaluate.train_classifier
+    train_classifier = metrics.train_classifier
 
     def counting(x, y, *args):
         trained_on.append(np.bincount(y, minlength=3).tolist())
         return train_classifier(x, y, *args)
 
-    monkeypatch.setattr(evaluate, 'train_classifier', counting)
-    accuracy = evaluate.reverse_accuracy(PartialSampler().sample, [0, 1, 2], data, 20, epochs=1, seed=0)
+    monkeypatch.setattr(metrics, 'train_classifier', counting)
+    accuracy = metrics.reverse_accuracy(PartialSampler().sample, [0, 1, 2], data, 20, epochs=1, seed=0)
     assert trained_on == [[20, 10, 0]] and 0.0 <= accuracy <= 1.0
-    assert evaluate.reverse_accuracy(lambda c, n: constant_images(c, 0), [0, 1], data, 20, 1, 0) is None
+    assert metrics.reverse_accuracy(lambda c, n: constant_images(c, 0), [0, 1], data, 20, 1, 0) is None
 
 
 def test_fid_takes_as_many_real_images_per_class_as_came_back():
     data = constant_image_set(per_class=10)
-    real_x, fake_x = evaluate.fid_images(PartialSampler().sample, [0, 1, 2], data, 6)
+    real_x, fake_x = metrics.fid_images(PartialSampler().sample, [0, 1, 2], data, 6)
     labels = mean_pixel_classifier(3)
-    assert np.bincount(evaluate.predict_labels(labels.model, real_x), minlength=3).tolist() == [6, 3, 0]
-    assert np.bincount(evaluate.predict_labels(labels.model, fake_x), minlength=3).tolist() == [6, 3, 0]
+    assert np.bincount(evaluation_classifier.predict_labels(labels.model, real_x), minlength=3).tolist() == [6, 3, 0]
+    assert np.bincount(evaluation_classifier.predict_labels(labels.model, fake_x), minlength=3).tolist() == [6, 3, 0]
 
 
 def test_task_record_of_a_partial_sampler(capsys):
@@ -374,7 +377,7 @@ def test_task_record_of_a_partial_sampler(capsys):
 
 def test_export_samples_of_a_partial_sampler(tmp_path):
     path = tmp_path / 'samples.npz'
-    evaluate.export_samples(PartialSampler().sample, [0, 1, 2], 4, str(path))
+    evaluation_results.export_samples(PartialSampler().sample, [0, 1, 2], 4, str(path))
     saved = np.load(path)
     assert saved['x'].shape == (6, 8, 8, 1) and saved['y'].tolist() == [0, 0, 0, 0, 1, 1]
 
@@ -412,8 +415,8 @@ def fake_record(task, accuracies):
 def test_write_results_json_csv_and_plots(tmp_path):
     records = [fake_record(1, [0.9]), fake_record(2, [0.5, 0.8]), fake_record(3, [0.25, 0.5, 0.75])]
     identity = {'source': 'cached', 'dataset': 'mnist_5k', 'test_accuracy': 0.97}
-    evaluate.write_results(str(tmp_path), {'dataset': 'mnist_5k', 'mode': 'ra', 'seed': 3, 'RA_factor': 1e-3},
-                           records, classifier=identity)
+    evaluation_results.write_results(str(tmp_path), {'dataset': 'mnist_5k', 'mode': 'ra', 'seed': 3, 'RA_factor': 1e-3},
+                                     records, classifier=identity)
     results = json.loads((tmp_path / 'results.json').read_text())
     assert list(results) == ['dataset', 'mode', 'run', 'classifier', 'tasks']
     assert (results['dataset'], results['mode']) == ('mnist_5k', 'ra')
@@ -430,7 +433,7 @@ def test_write_results_json_csv_and_plots(tmp_path):
 
 def test_export_samples_npz(tmp_path):
     path = tmp_path / 'test' / 'samples_task_2.npz'
-    evaluate.export_samples(constant_images, [3, 1], 4, str(path))
+    evaluation_results.export_samples(constant_images, [3, 1], 4, str(path))
     saved = np.load(path)
     assert saved['x'].dtype == np.uint8 and saved['x'].shape == (8, 8, 8, 1)
     assert saved['y'].tolist() == [3, 3, 3, 3, 1, 1, 1, 1]

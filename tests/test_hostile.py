@@ -5,13 +5,15 @@ import re
 import numpy as np
 import pytest
 
+import classifier
 import evaluate
+import metrics
 from test_evaluate import constant_image_set, constant_images, evaluation_args, mean_pixel_classifier
 
 
 def quick_training(x, y, num_classes, epochs, seed, batch_size=64):
     """An untrained classifier: these tests are about files, not accuracy."""
-    return evaluate.build_classifier(x.shape[1:], num_classes, seed)
+    return classifier.build_classifier(x.shape[1:], num_classes, seed)
 
 
 # ---------------------------------------------------------------- cached evaluation classifier
@@ -31,16 +33,16 @@ DAMAGE = {
 
 @pytest.mark.parametrize('damage', sorted(DAMAGE))
 def test_damaged_cached_classifier_is_retrained(damage, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(evaluate, 'train_classifier', quick_training)
+    monkeypatch.setattr(classifier, 'train_classifier', quick_training)
     data = constant_image_set()
     folder = tmp_path / 'classifiers'
-    assert evaluate.load_or_train_classifier(data, str(folder)).identity['source'] == 'trained'
+    assert classifier.load_or_train_classifier(data, str(folder)).identity['source'] == 'trained'
     path = folder / 'standin_classifier.keras'
     path.write_bytes(bytes(DAMAGE[damage](bytearray(path.read_bytes()))))
     capsys.readouterr()
-    assert evaluate.load_or_train_classifier(data, str(folder)).identity['source'] == 'trained'
+    assert classifier.load_or_train_classifier(data, str(folder)).identity['source'] == 'trained'
     assert f'cannot read cached classifier {path}' in capsys.readouterr().out
-    assert evaluate.load_or_train_classifier(data, str(folder)).identity['source'] == 'cached'
+    assert classifier.load_or_train_classifier(data, str(folder)).identity['source'] == 'cached'
 
 
 # ---------------------------------------------------------------- --eval_classifier
@@ -62,21 +64,21 @@ def write_not_a_model(kind, folder):
 @pytest.mark.parametrize('kind', ['text', 'random bytes', 'empty', 'weights only'])
 def test_eval_classifier_that_is_not_a_keras_model(kind, tmp_path):
     path = write_not_a_model(kind, tmp_path)
-    with pytest.raises(evaluate.EvaluationError, match=f'^{re.escape(str(path))} is not a Keras model'):
-        evaluate.load_or_train_classifier(constant_image_set(), str(tmp_path / 'cache'), user_model_path=str(path))
+    with pytest.raises(classifier.EvaluationError, match=f'^{re.escape(str(path))} is not a Keras model'):
+        classifier.load_or_train_classifier(constant_image_set(), str(tmp_path / 'cache'), user_model_path=str(path))
     message = evaluate.check_evaluation_files(evaluation_args(eval_classifier=str(path)))
     assert message.startswith(f'--eval_classifier: {path} is not a Keras model')
 
 
 def test_eval_classifier_for_other_images_names_the_file(tmp_path):
-    inputs = evaluate.keras.Input((28, 28, 1))
-    model = evaluate.keras.Model(inputs, evaluate.layers.Dense(3)(evaluate.layers.Flatten()(inputs)))
+    inputs = classifier.keras.Input((28, 28, 1))
+    model = classifier.keras.Model(inputs, classifier.layers.Dense(3)(classifier.layers.Flatten()(inputs)))
     path = tmp_path / 'mnist_sized.keras'
     model.save(path)
     assert evaluate.check_evaluation_files(evaluation_args(eval_classifier=str(path))) is None  # a Keras model
-    with pytest.raises(evaluate.EvaluationError,
+    with pytest.raises(classifier.EvaluationError,
                        match=re.escape(f'{path} takes inputs of shape (28, 28, 1), standin images are (8, 8, 1)')):
-        evaluate.load_or_train_classifier(constant_image_set(), str(tmp_path), user_model_path=str(path))
+        classifier.load_or_train_classifier(constant_image_set(), str(tmp_path), user_model_path=str(path))
 
 
 def test_check_evaluation_files_passes_a_keras_classifier_and_no_files(tmp_path):
@@ -92,7 +94,7 @@ def test_inception_weights_that_are_not_weights_are_caught_early(tmp_path):
     junk = tmp_path / 'inception.h5'
     junk.write_bytes(b'not weights at all' * 100)
     other_network = tmp_path / 'classifier.weights.h5'
-    evaluate.build_classifier((8, 8, 1), 3).save_weights(other_network)
+    classifier.build_classifier((8, 8, 1), 3).save_weights(other_network)
     for path in (junk, other_network):
         message = evaluate.check_evaluation_files(evaluation_args(inception_weights=str(path)))
         assert message.startswith(f'--inception_weights: {path} is not InceptionV3 no-top weights')
@@ -127,7 +129,7 @@ BROKEN_SAMPLERS = {
 @pytest.mark.parametrize('sampler', sorted(BROKEN_SAMPLERS))
 def test_sampler_with_broken_output_is_refused(sampler):
     with pytest.raises(ValueError, match=r'must return uint8 \(n, H, W, C\) with n <= 10'):
-        evaluate.generated_accuracy(BROKEN_SAMPLERS[sampler], [0], mean_pixel_classifier(3), 10)
+        metrics.generated_accuracy(BROKEN_SAMPLERS[sampler], [0], mean_pixel_classifier(3), 10)
 
 
 # ---------------------------------------------------------------- the command line and the run folder

@@ -6,6 +6,7 @@ import sys
 import pytest
 from PIL import Image
 
+import figures
 import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,7 +185,7 @@ def test_markdown_output_is_stable_and_names_no_path(runs, tmp_path, capsys):
 
 
 def test_accuracy_after_each_task_series_and_plot(runs, tmp_path):
-    series = report.accuracy_series(runs)
+    series = figures.accuracy_series(runs)
     assert sorted(series) == [('lsun', 'MeRGAN-RA'), ('mnist_5k', 'Joint'), ('mnist_5k', 'MeRGAN-RA'),
                               ('mnist_5k', 'SFT')]
     assert series['mnist_5k', 'Joint'] == [(5, pytest.approx(97.7)), (10, pytest.approx(96.9))]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import figures
 import report
 import reproduce
 
@@ -98,7 +99,7 @@ def test_figure3_rows_are_the_first_samples_of_each_seen_class(tmp_path):
 
 
 def test_figure3_image_of_no_grid_at_all_is_blank():
-    pixels = report.figure3_image([('SFT', [None, None])])
+    pixels = figures.figure3_image([('SFT', [None, None])])
     assert pixels.shape == (16 + 2 * 32, 320, 3) and (pixels[16:] == 255).all()
 
 
@@ -126,8 +127,8 @@ def test_summarise_copies_the_summary_and_no_checkpoint(tmp_path):
     assert reproduce.wall_time_of(str(dest / 'command.txt')) == 3725
     # Figure 3 reads the summary as it reads the run
     results = report.load_results(str(dest))
-    assert all(np.array_equal(a, b) for a, b in zip(report.figure3_rows(str(dest), results)[::2],
-                                                    report.figure3_rows(run, results)[::2]))
+    assert all(np.array_equal(a, b) for a, b in zip(figures.figure3_rows(str(dest), results)[::2],
+                                                    figures.figure3_rows(run, results)[::2]))
 
 
 def test_summarise_refuses_an_untested_run_before_writing(tmp_path):
