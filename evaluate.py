@@ -11,6 +11,7 @@ import numpy as np
 
 import metrics
 import results
+import utils
 from classifier import EvaluationError, first_line, load_or_train_classifier, load_user_model
 
 
@@ -171,8 +172,10 @@ def evaluate_run(trainer, tasks, evaluation):
     fixed_noise = trainer.fixed_noise()
     classifier = None
     records = []
+    skipped = []
     for task in tasks:
         if not trainer.checkpoints.restore_task_end(task.number):
+            skipped.append(task.number)
             continue
         broken = training.non_finite_networks(trainer)
         if broken:
@@ -187,6 +190,12 @@ def evaluate_run(trainer, tasks, evaluation):
         if evaluation.export_samples:
             results.export_samples(sampler, task.seen_classes, evaluation.export_samples,
                                    os.path.join(trainer.config.result_path, 'test', f'samples_task_{task.number}.npz'))
+    if skipped:
+        holder = utils.lock_holder(os.path.join(trainer.config.result_path, utils.LOCK_FILE))
+        why = (f'training is still running (PID {holder})' if holder else
+               'the run stopped before them; --resume trains them')
+        print(f'--test: skipped task{"s" if len(skipped) > 1 else ""} {", ".join(map(str, skipped))}: '
+              f'no end-of-task checkpoint yet ({why})')
     if records:
         config = trainer.config
         run_info = {'dataset': config.dataset, 'mode': config.mode, 'iters': config.iters, 'seed': config.seed,

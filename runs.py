@@ -235,10 +235,14 @@ def train(request):
     data = load_data(config)
     tasks = tasks_of(config, data)
     try:
-        resuming = utils.claim_result_path(config.result_path, config.identity(data), request.resume,
-                                           request.overwrite)
+        claim = utils.claim_result_path(config.result_path, config.identity(data), request.resume,
+                                        request.overwrite)
+        lock = utils.RunLock(config.result_path).acquire()  # noqa: F841  (held until the process ends)
     except utils.UsageError as error:
         utils.exit_with_usage_error(str(error))
+    if claim == 'overwrite':
+        utils.clear_run_folder(config.result_path)
+    resuming = claim == 'resume'
     if not resuming:
         utils.write_config(config.result_path, {
             **utils.RUN_MARKER, 'run': config.identity(data), 'args': dataclasses.asdict(config), 'versions': utils.package_versions(),
@@ -253,6 +257,8 @@ def train(request):
         sys.exit(1)
     except utils.WriteFailed as error:
         utils.exit_with_usage_error(f'{error}. {resume_hint(trainer)} once the problem (a full disk?) is fixed.')
+    except utils.UsageError as error:
+        utils.exit_with_usage_error(str(error))
     except KeyboardInterrupt:
         print(f'\ninterrupted in task {int(trainer.task_index) + 1}. {resume_hint(trainer)}.', file=sys.stderr)
         sys.exit(130)
@@ -299,7 +305,7 @@ def test(request):
     evaluation = dataclasses.replace(request.evaluation, seed=config.seed)
     try:
         tested = evaluate.evaluate_run(make_trainer(config, data), tasks, evaluation)
-    except EvaluationError as error:
+    except (EvaluationError, utils.UsageError) as error:
         utils.exit_with_usage_error(f'--test: {error}')
     if not tested:
         utils.exit_with_usage_error(f'--test: no end-of-task checkpoint in {result_path}/checkpoints/tasks')

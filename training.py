@@ -296,6 +296,27 @@ class Trainer:
     def fixed_noise(self):
         return utils.load_or_create_fixed_noise(self.config.result_path, self.config.seed, GRID_SIZE, model.Z_DIM)
 
+    def restore_for_resume(self, tasks):
+        """The latest checkpoint, else the newest end-of-task one; says which, and refuses
+        (UsageError) when there is nothing to resume from."""
+        for path in self.checkpoints.remove_unfinished_writes():
+            print(f'removed {path}, left by an interrupted checkpoint write', file=sys.stderr)
+        if self.checkpoints.restore_latest():
+            return
+        numbers = [task.number for task in tasks]
+        ends = [n for n in self.checkpoints.task_ends() if n in numbers]
+        if not ends:
+            raise utils.UsageError(f'--resume: {self.config.result_path} holds no checkpoint (the run stopped '
+                                   'before its first one); start it again with --overwrite')
+        newest = ends[-1]
+        self.checkpoints.restore_task_end(newest)
+        self.task_index.assign(numbers.index(newest) + 1)
+        self.iteration.assign(0)
+        later = [n for n in numbers[numbers.index(newest) + 1:] if n in ends]
+        print(f'no checkpoint in {self.checkpoints.latest.directory}: continuing after task {newest} from its '
+              'end-of-task checkpoint' + (f'; the checkpoints of tasks {later} will be written again, since '
+                                          'they cannot be continued from' if later else ''), file=sys.stderr)
+
     # --- the loop ---
     def fit(self, tasks, callbacks):
         """Train the tasks not finished yet; callbacks do the periodic work.
@@ -328,7 +349,8 @@ class Trainer:
     def train(self, tasks, resume):
         """The run's loop with its usual callbacks: scalars, grids, checkpoints, progress."""
         config = self.config
-        if resume and self.checkpoints.restore_latest():
+        if resume:
+            self.restore_for_resume(tasks)
             if int(self.task_index) >= len(tasks):
                 print(f'{config.result_path} is finished: all {len(tasks)} tasks are trained; nothing to do',
                       file=sys.stderr)

@@ -1,6 +1,8 @@
 """Run plumbing: CLI errors, result folders, config.json, fixed noise, image
 grids, checkpoints, TensorBoard scalars and progress. No method logic here."""
 import contextlib
+import fcntl
+import glob
 import json
 import os
 import platform
@@ -77,13 +79,55 @@ def write_config(result_path, config):
     os.replace(path + '.tmp', path)
 
 
+LOCK_FILE = 'training.lock'
+
+
+class RunLock:
+    """An OS lock (flock) on the run folder, held for a whole training run, so that two
+    trainings never share a folder. The kernel drops it when its process dies, so a
+    killed run blocks no one. The file holds the holder's PID, for the messages."""
+
+    def __init__(self, result_path):
+        self.path = os.path.join(result_path, LOCK_FILE)
+        self.file = None
+
+    def acquire(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        handle = open(self.path, 'a+')
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(self.path)
+            handle.close()
+            raise UsageError(f'{os.path.dirname(self.path)} is being trained by another process '
+                             f'(PID {holder}); wait for it or stop it first') from None
+        handle.truncate(0)
+        handle.write(f'{os.getpid()}\n')
+        handle.flush()
+        self.file = handle
+        return self
+
+
+def lock_holder(path):
+    """The PID of the training that holds the run folder's lock, else None."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or '?'
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def claim_result_path(result_path, run_identity, resume, overwrite):
-    """Decide whether a training run may use result_path; never deletes a folder
-    that is not a run of ours. Returns True when an earlier run is continued."""
+    """Whether a training run may use result_path: 'new', 'resume' or 'overwrite'. Reads
+    only; a folder is a run of ours only if its config.json carries RUN_MARKER."""
     if os.path.exists(result_path) and not os.path.isdir(result_path):
         raise UsageError(f'--result_path {result_path} is a file, not a folder')
-    if not os.path.exists(result_path) or not os.listdir(result_path):
-        return False
+    if not os.path.exists(result_path) or not set(os.listdir(result_path)) - {LOCK_FILE}:
+        return 'new'
     previous = read_config(result_path)
     if previous is None:
         raise UsageError(f'--result_path {result_path} is not empty and holds no {CONFIG_FILE}; '
@@ -92,8 +136,8 @@ def claim_result_path(result_path, run_identity, resume, overwrite):
         raise UsageError(f'--result_path {result_path} is not empty and its {CONFIG_FILE} was not written '
                          'by this project; nothing was changed there: choose an empty or new folder')
     if overwrite:
-        shutil.rmtree(result_path)
-        return False
+        return 'overwrite'
+
     if not resume:
         raise UsageError(f'--result_path {result_path} already holds a run; '
                          'add --resume to continue it or --overwrite to replace it')
@@ -103,7 +147,14 @@ def claim_result_path(result_path, run_identity, resume, overwrite):
     if differences:
         listed = ', '.join(f'{k}: saved {a!r}, now {b!r}' for k, (a, b) in sorted(differences.items()))
         raise UsageError(f'--resume: {result_path} holds a different run ({listed})')
-    return True
+    return 'resume'
+
+
+def clear_run_folder(result_path):
+    """--overwrite, once claim_result_path found a run of ours and this process holds its lock."""
+    for name in set(os.listdir(result_path)) - {LOCK_FILE}:
+        path = os.path.join(result_path, name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
 
 
 # --- fixed noise and image grids -------------------------------------------------
@@ -112,7 +163,15 @@ def load_or_create_fixed_noise(result_path, seed, count, z_dim):
     """Noise for sample grids, saved with the run so grids stay comparable."""
     path = os.path.join(result_path, FIXED_NOISE_FILE)
     if os.path.exists(path):
-        return np.load(path)
+        try:
+            noise = np.load(path)
+        except (OSError, ValueError, EOFError) as error:
+            raise UsageError(f'{path} is damaged ({error}); delete it to draw new grid noise '
+                             '(grids then differ from the earlier ones)') from error
+        if noise.shape != (count, z_dim):
+            raise UsageError(f'{path} holds noise of shape {noise.shape}, not ({count}, {z_dim}); '
+                             'delete it to draw new grid noise')
+        return noise
     noise = np.random.default_rng(seed).standard_normal((count, z_dim)).astype(np.float32)
     os.makedirs(result_path, exist_ok=True)
     np.save(path, noise)
@@ -175,15 +234,38 @@ class RunCheckpoints:
         """Restores the latest checkpoint; False when there is none."""
         if self.latest.latest_checkpoint is None:
             return False
-        self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched().expect_partial()
+        self._restore(self.latest.latest_checkpoint, self.checkpoint.restore)
         return True
 
     def restore_task_end(self, task_number):
         path = self.task_path(task_number)
         if not os.path.exists(path + '.index'):
             return False
-        self.checkpoint.read(path).assert_existing_objects_matched().expect_partial()
+        self._restore(path, self.checkpoint.read)
         return True
+
+    def _restore(self, path, read):
+        try:
+            read(path).assert_existing_objects_matched().expect_partial()
+        except Exception as error:  # TensorFlow reports damaged files in several error types
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UsageError(f'checkpoint {path} is damaged or incomplete ({reason}); --resume continues '
+                             'from an earlier checkpoint once it is moved out of the way') from error
+
+    def task_ends(self):
+        """Task numbers with an end-of-task checkpoint, ascending."""
+        pattern = os.path.join(self.task_directory, 'task_*.index')
+        numbers = [os.path.basename(path)[len('task_'):-len('.index')] for path in glob.glob(pattern)]
+        return sorted(int(n) for n in numbers if n.isdigit())
+
+    def remove_unfinished_writes(self):
+        """Folders a killed checkpoint write left behind (TensorFlow's *_temp*)."""
+        removed = []
+        for directory in (self.latest.directory, self.task_directory):
+            for path in glob.glob(os.path.join(directory, '*_temp*')):
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                removed.append(path)
+        return removed
 
 
 # --- TensorBoard and progress ---------------------------------------------------------

@@ -253,3 +253,116 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert 'Traceback' not in err and 'interrupted in task 1' in err and 'add --resume' in err
+
+
+def start_main(argv):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, 'main.py'), *argv], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_one_training_per_run_folder_and_a_killed_holder_blocks_no_one(tmp_path, capsys):
+    result = tmp_path / 'R'
+    argv = ['--dataset', 'mnist_5k', '--iters', '2000', '--num_tasks', '2', '--ckpt_every', '1000',
+            '--sample_every', '5000', '--result_path', str(result)]
+    first = start_main(argv)
+    deadline = time.monotonic() + 300
+    while not (result / 'config.json').exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        for extra in (['--resume'], ['--overwrite']):
+            code, err = run_cli(main.main, argv + extra, capsys)
+            assert code == 2 and f'being trained by another process (PID {first.pid})' in err, err
+        assert (result / 'config.json').exists()
+    finally:
+        first.kill()
+        first.wait()
+    import utils
+    assert utils.lock_holder(str(result / utils.LOCK_FILE)) is None
+    utils.RunLock(str(result)).acquire().file.close()
+
+
+def test_test_names_the_tasks_it_skips_while_training_runs(tmp_path, capsys):
+    result = tmp_path / 'R'
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    config = json.loads((result / 'config.json').read_text())
+    import runs
+    config['tasks'] = [runs.task_record(task) for task in runs.sequential_tasks(list(range(0, 4001, 400)), 3)]
+    (result / 'config.json').write_text(json.dumps(config))  # a 3-task run stopped after task 1
+    lock = __import__('utils').RunLock(str(result)).acquire()
+    argv = ['--dataset', 'mnist_5k', '--test', '--result_path', str(result), '--eval_samples', '64',
+            '--reverse_samples', '0', '--fid_samples', '0']
+    tested = start_main(argv)
+    out, err = tested.communicate(timeout=600)
+    assert tested.returncode == 0, err
+    assert f'skipped tasks 2, 3: no end-of-task checkpoint yet (training is still running (PID {os.getpid()}))' in out
+    lock.file.close()
+    main.main(argv)
+    assert 'skipped tasks 2, 3: no end-of-task checkpoint yet (the run stopped before them' in capsys.readouterr().out
+
+
+def test_resume_without_latest_continues_after_the_newest_task_and_says_so(tmp_path, capsys):
+    result = tmp_path / 'R'
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '2', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    task_1 = checkpoint_values(str(result / 'checkpoints' / 'tasks' / 'task_1'))
+    os.remove(result / 'checkpoints' / 'latest' / 'checkpoint')
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '2', '--result_path', str(result), '--resume'], capsys)
+    assert code == 0, err
+    assert 'continuing after task 2 from its end-of-task checkpoint' in err and 'finished' in err
+    import shutil
+    shutil.rmtree(result / 'checkpoints' / 'latest')
+    os.remove(result / 'checkpoints' / 'tasks' / 'task_2.index')
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '2', '--result_path', str(result), '--resume'], capsys)
+    assert code == 0 and 'continuing after task 1' in err and 'resuming at task 2, iteration 0' in err
+    assert checkpoint_values(str(result / 'checkpoints' / 'tasks' / 'task_1')).keys() == task_1.keys()
+    for name, value in checkpoint_values(str(result / 'checkpoints' / 'tasks' / 'task_1')).items():
+        np.testing.assert_array_equal(value, task_1[name])  # task 1 is not written again
+
+
+def test_resume_with_nothing_to_resume_from_refuses(tmp_path, capsys):
+    result = tmp_path / 'R'
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    import shutil
+    shutil.rmtree(result / 'checkpoints')
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result), '--resume'], capsys)
+    assert code == 2 and 'holds no checkpoint' in err and '--overwrite' in err
+    assert (result / 'config.json').exists()
+
+
+@pytest.mark.parametrize('damage', ['.index', '.data-00000-of-00001'])
+def test_damaged_checkpoint_files_are_named(tmp_path, capsys, damage):
+    result = tmp_path / 'R'
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    latest = tf.train.latest_checkpoint(str(result / 'checkpoints' / 'latest'))
+    for prefix in (latest, str(result / 'checkpoints' / 'tasks' / 'task_1')):
+        path = prefix + damage
+        raw = open(path, 'rb').read()
+        open(path, 'wb').write(raw[:len(raw) // 2])
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result), '--resume'], capsys)
+    assert code == 2 and f'checkpoint {latest} is damaged or incomplete' in err and 'Traceback' not in err
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result)], capsys)
+    assert code == 2 and 'task_1 is damaged or incomplete' in err
+
+
+def test_truncated_fixed_noise_is_named(tmp_path, capsys):
+    result = tmp_path / 'R'
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    noise = result / 'fixed_noise.npy'
+    noise.write_bytes(noise.read_bytes()[:300])
+    code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result)], capsys)
+    assert code == 2 and f'{noise} is damaged' in err and 'delete it' in err
+
+
+def test_resume_removes_folders_of_interrupted_checkpoint_writes(tmp_path, capsys):
+    result = tmp_path / 'R'
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result)], capsys)
+    assert code == 0, err
+    leftover = result / 'checkpoints' / 'latest' / 'ckpt-9_temp'
+    leftover.mkdir()
+    (leftover / 'part-00000-of-00001.data-00000-of-00001').write_bytes(b'half')
+    code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result), '--resume'], capsys)
+    assert code == 0 and f'removed {leftover}' in err and not leftover.exists()
