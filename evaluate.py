@@ -63,13 +63,13 @@ def check_evaluation_files(args, network_builder=None):
     Loads the classifier and builds InceptionV3 with the weights (a second or two each), so a
     wrong file stops the command before training or minutes of evaluation. Nothing is kept.
     """
-    classifier_path = getattr(args, 'eval_classifier', None)
+    classifier_path = args.eval_classifier
     if classifier_path:
         try:
             load_user_model(classifier_path)
         except EvaluationError as error:
             return f'--eval_classifier: {error}'
-    weights_path = getattr(args, 'inception_weights', None)
+    weights_path = args.inception_weights
     if weights_path:
         try:
             with warnings.catch_warnings():
@@ -102,7 +102,7 @@ def _reverse_entry(generate, seen, data, args, not_computed):
         not_computed['reverse_accuracy'] = 'one seen class'
         return None, None
     reverse, seconds = _timed(metrics.reverse_accuracy, generate, seen, data, args.reverse_samples,
-                              args.reverse_epochs, getattr(args, 'seed', 0))
+                              args.reverse_epochs, args.seed)
     if reverse is None:
         not_computed['reverse_accuracy'] = 'no generated images to train on'
     return reverse, seconds

@@ -134,6 +134,7 @@ def sequential_parser():
     parser = build_parser('Sequential training of a conditional WGAN-GP with memory replay.')
     strategies.add_method_flags(parser)
     parser.add_argument('--num_tasks', type=positive_int, help='stop after the first N tasks (default: all)')
+    parser.set_defaults(classes=None)  # joint.py's
     return parser
 
 
@@ -141,6 +142,7 @@ def joint_parser():
     parser = build_parser('Joint training of a conditional WGAN-GP on all classes (upper bound).')
     parser.add_argument('--classes', type=positive_int,
                         help='train on the first N classes (default: all); the paper reports 5 and 10')
+    parser.set_defaults(num_tasks=None)  # main.py's
     return parser
 
 
@@ -172,7 +174,7 @@ def parse_request(parser, argv, joint=False):
         result_path=result_path, mode=mode, method_options=options, iters=args.iters or default_iters,
         seed=args.seed, sample_every=args.sample_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
         deterministic=args.deterministic, precision=args.precision,
-        num_tasks=getattr(args, 'num_tasks', None), classes=getattr(args, 'classes', None))
+        num_tasks=args.num_tasks, classes=args.classes)
     return Request(config, evaluation_config(args, args.seed), args.test, args.resume, args.overwrite)
 
 

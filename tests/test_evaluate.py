@@ -1,5 +1,6 @@
 import argparse
 import csv
+import dataclasses
 import json
 import random
 import shutil
@@ -15,6 +16,7 @@ from keras import layers
 
 import classifier as evaluation_classifier
 import evaluate
+import runs
 import metrics
 import results as evaluation_results
 from data import ImageSet, load_dataset
@@ -55,12 +57,10 @@ def constant_image_set(num_classes=3, size=8, per_class=10):
 
 
 def evaluation_args(**overrides):
+    """The EvalConfig the command line makes by default, with overrides."""
     parser = argparse.ArgumentParser()
     evaluate.add_evaluation_flags(parser)
-    args = parser.parse_args([])
-    for name, value in overrides.items():
-        setattr(args, name, value)
-    return args
+    return dataclasses.replace(runs.evaluation_config(parser.parse_args([]), seed=0), **overrides)
 
 
 # ---------------------------------------------------------------- real classifier on mnist_5k
