@@ -20,8 +20,9 @@ import tensorflow as tf
 
 import model
 import ops
+import sampling
 from training import BATCH_SIZE, GRADIENT_PENALTY_WEIGHT, apply_gradients
-from utils import UsageError, to_uint8
+from utils import UsageError
 
 
 def positive_float(text):
@@ -217,7 +218,6 @@ def batch_squared_gradients(trainer, spec):
 
 SOLVER_STEPS = 500          # solver updates at the end of each task
 SOLVER_LEARNING_RATE = 1e-3
-SAMPLER_DRAW_FACTOR = 5     # DGR's sampler draws at most 5x the images it was asked for
 
 
 class DeepGenerativeReplay(Strategy):
@@ -283,7 +283,7 @@ class DeepGenerativeReplay(Strategy):
                 + GRADIENT_PENALTY_WEIGHT * penalty}
 
     def sampler(self, trainer, task):
-        return SolverSampler(trainer.generate, self.label, task.seen_classes, trainer.config.seed)
+        return sampling.SolverSampler(trainer.generate, self.label, task.seen_classes, trainer.config.seed)
 
     def grid_images(self, trainer, task, fixed_noise):
         """The fixed noise's images grouped by the solver's label (the paper's Figure 3)."""
@@ -291,48 +291,6 @@ class DeepGenerativeReplay(Strategy):
         labels = self.label(images).numpy()
         images = images.numpy()
         return {c: images[labels == c] for c in task.seen_classes if np.any(labels == c)}
-
-
-class SolverSampler:
-    """generate(class_id, count) for an unconditional generator and a solver.
-
-    Draws batches of BATCH_SIZE (the training batch, for batch-norm statistics) until
-    every seen class has `count` images the solver labels with it, or until
-    SAMPLER_DRAW_FACTOR times the images asked for were drawn. A class may come back
-    short, even empty: evaluation reports it missing. class_shares: each class's share
-    of all images drawn, by the solver's label.
-    """
-
-    def __init__(self, generate, label, classes, seed):
-        self.generate, self.label, self.seed = generate, label, seed
-        self.classes = [int(c) for c in classes]
-        self.made = {}
-        self.class_shares = {}
-
-    def __call__(self, class_id, count):
-        if count not in self.made:
-            self.made[count] = self._draw(count)
-        return self.made[count][int(class_id)]
-
-    def _draw(self, count):
-        rng = np.random.default_rng([self.seed, count, len(self.classes), 7])
-        kept = {c: [] for c in self.classes}
-        counts = {}
-        limit = SAMPLER_DRAW_FACTOR * count * len(self.classes)
-        drawn = 0
-        while drawn < limit and any(sum(len(b) for b in kept[c]) < count for c in self.classes):
-            z = rng.standard_normal((BATCH_SIZE, model.Z_DIM)).astype(np.float32)
-            images = self.generate(z, np.zeros(BATCH_SIZE, np.int32))
-            labels = self.label(images).numpy()
-            images = to_uint8(images.numpy())
-            drawn += BATCH_SIZE
-            for label in labels:
-                counts[int(label)] = counts.get(int(label), 0) + 1
-            for c in self.classes:
-                kept[c].append(images[labels == c])
-        self.class_shares = {c: counts.get(c, 0) / drawn for c in sorted(counts)}
-        shape = (0, *images.shape[1:])
-        return {c: np.concatenate(kept[c])[:count] if kept[c] else np.zeros(shape, np.uint8) for c in self.classes}
 
 
 # --- the registry --------------------------------------------------------------------------

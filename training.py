@@ -17,8 +17,8 @@ import model
 import ops
 import utils
 from data import group_by_class
+from sampling import BATCH_SIZE, MixedBatchSampler, generate_in_batches, trains_mixed_batches
 
-BATCH_SIZE = 64
 CRITIC_STEPS = 5
 GRADIENT_PENALTY_WEIGHT = 10.0
 LEARNING_RATE = 1e-4
@@ -84,46 +84,6 @@ def apply_gradients(optimizer, gradients, variables):
 
 def sum_terms(terms):
     return tf.add_n([tf.constant(0.0), *terms.values()])
-
-
-def generate_in_batches(generate, labels, rng):
-    """uint8 images for `labels` (a whole number of batches), one batch of BATCH_SIZE a call."""
-    batches = []
-    for start in range(0, len(labels), BATCH_SIZE):
-        z = rng.standard_normal((BATCH_SIZE, model.Z_DIM)).astype(np.float32)
-        batches.append(generate(z, labels[start:start + BATCH_SIZE]).numpy())
-    return utils.to_uint8(np.concatenate(batches))
-
-
-def trains_mixed_batches(task):
-    """True when the task's fake batches mix classes (joint training)."""
-    return task.spec.fake_label_high - task.spec.fake_label_low > 1
-
-
-class MixedBatchSampler:
-    """generate(class_id, count) for a generator trained on batches mixing `classes`.
-
-    Images come from batches of shuffled, balanced labels of all the classes, as
-    in training, and are handed out per class. One generation per count serves
-    every class, so evaluating k classes costs no more than with single-class batches.
-    """
-
-    def __init__(self, generate, classes, seed):
-        self.generate, self.classes, self.seed = generate, [int(c) for c in classes], seed
-        self.made = {}
-
-    def __call__(self, class_id, count):
-        if count not in self.made:
-            self.made[count] = self._make(count)
-        return self.made[count][int(class_id)]
-
-    def _make(self, count):
-        rng = np.random.default_rng([self.seed, count, len(self.classes)])
-        labels = rng.permutation(np.repeat(self.classes, count))
-        padding = rng.choice(self.classes, -len(labels) % BATCH_SIZE)  # fills the last batch
-        labels = np.concatenate([labels, padding]).astype(np.int32)
-        images = generate_in_batches(self.generate, labels, rng)
-        return {c: images[labels == c][:count] for c in self.classes}
 
 
 class Trainer:

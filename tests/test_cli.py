@@ -247,7 +247,9 @@ def test_lsun_resnet_pair_trains_two_iterations_on_a_tiny_folder(tmp_path, capsy
     """The 64x64 ResNet pair end to end. A batch of 8 instead of 64 keeps it
     affordable on a CPU; the code path is the same."""
     import training
+    import sampling
     monkeypatch.setattr(training, 'BATCH_SIZE', 8)
+    monkeypatch.setattr(sampling, 'BATCH_SIZE', 8)
     from PIL import Image
     from data import LSUN_CATEGORIES
     rng = np.random.default_rng(0)

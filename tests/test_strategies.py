@@ -5,6 +5,7 @@ import tensorflow as tf
 
 import keras
 import ops
+import sampling
 import strategies
 import training
 from test_training import make_trainer, spec_tensors, tasks_for, weights_of
@@ -199,10 +200,10 @@ def sign_solver(images):
 
 def test_solver_labels_drive_the_dgr_sampler_and_a_class_never_made_comes_back_empty():
     generator = StripeGenerator()
-    sampler = strategies.SolverSampler(generator, sign_solver, classes=[0, 1, 2], seed=0)
+    sampler = sampling.SolverSampler(generator, sign_solver, classes=[0, 1, 2], seed=0)
     ones, zeros, twos = sampler(1, 30), sampler(0, 30), sampler(2, 30)
     assert ones.shape == (30, 2, 2, 1) and np.all(ones > 127) and np.all(zeros <= 127)
     assert twos.shape == (0, 2, 2, 1)
     # class 2 never appears: drawing stops at the cap, 5x the 90 images asked for
-    assert generator.calls == -(-strategies.SAMPLER_DRAW_FACTOR * 90 // 64)
+    assert generator.calls == -(-sampling.SAMPLER_DRAW_FACTOR * 90 // 64)
     assert set(sampler.class_shares) == {0, 1} and abs(sum(sampler.class_shares.values()) - 1) < 1e-9

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import runs
+import sampling
 import strategies
 import training
 from data import group_by_class, load_dataset
@@ -219,13 +220,13 @@ class LabelEchoGenerator:
 
 def test_joint_task_trains_mixed_batches_and_sequential_tasks_do_not(mnist_5k):
     _, _, offsets = group_by_class(mnist_5k.train_x, mnist_5k.train_y, mnist_5k.num_classes)
-    assert training.trains_mixed_batches(runs.joint_task(offsets, 5))
-    assert not any(training.trains_mixed_batches(task) for task in tasks_for(mnist_5k, 3))
+    assert sampling.trains_mixed_batches(runs.joint_task(offsets, 5))
+    assert not any(sampling.trains_mixed_batches(task) for task in tasks_for(mnist_5k, 3))
 
 
 def test_mixed_batch_sampler_makes_balanced_mixed_batches_and_hands_out_by_class():
     generator = LabelEchoGenerator()
-    sampler = training.MixedBatchSampler(generator, [0, 1, 2], seed=0)
+    sampler = sampling.MixedBatchSampler(generator, [0, 1, 2], seed=0)
     images = {c: sampler(c, 50) for c in (2, 0, 1)}
     # 150 images in 3 batches of 64, the last one padded; generated once for all classes
     assert [len(b) for b in generator.batches] == [64, 64, 64]
