@@ -76,6 +76,21 @@ def reset_optimizer(optimizer):
             variable.assign(tf.zeros_like(variable))
 
 
+def with_every_weight(objects):
+    """Checkpoint items, each Keras model's weights added by list.
+
+    A Keras 3 model shows tf.train.Checkpoint only the layers it holds as attributes,
+    not those in lists (our norms and convolutions). A trained network's list-held
+    weights are still saved through its optimiser; a frozen copy (the old generator,
+    DGR's old solver) has none, and would come back from a checkpoint half re-initialised.
+    """
+    items = dict(objects)
+    for name, value in objects.items():
+        if isinstance(value, keras.Model):
+            items[f'{name}_weights'] = list(value.weights)
+    return items
+
+
 def apply_gradients(optimizer, gradients, variables):
     """Skips variables a loss does not reach (the critic's class head under DGR), which
     Keras would otherwise warn about on every step."""
@@ -115,11 +130,11 @@ class Trainer:
         self.pool_images = tf.constant(pool_images)
         self.pool_labels = tf.constant(pool_labels, tf.int32)
         strategy_state = strategy.build(self)
-        self.checkpoint = tf.train.Checkpoint(
+        self.checkpoint = tf.train.Checkpoint(**with_every_weight(dict(
             generator=self.models.generator, critic=self.models.critic,
             old_generator=self.models.old_generator, generator_optimizer=self.generator_optimizer,
             critic_optimizer=self.critic_optimizer, rng=self.rng, task_index=self.task_index,
-            iteration=self.iteration, **{f'strategy_{name}': value for name, value in strategy_state.items()})
+            iteration=self.iteration, **{f'strategy_{name}': value for name, value in strategy_state.items()})))
         self.checkpoints = utils.RunCheckpoints(config.result_path, self.checkpoint)
         self.train_step = tf.function(self._train_step)
         self.generate = tf.function(self.models.generator.call)

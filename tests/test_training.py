@@ -246,3 +246,22 @@ def test_sequential_sampling_uses_single_class_batches(mnist_5k, tmp_path):
     images = trainer.strategy.sampler(trainer, task)(2, 70)
     assert images.shape == (70, 2, 2, 1)
     assert [batch.tolist() for batch in trainer.generate.batches] == [[2] * 64, [2] * 64]
+
+
+@pytest.mark.parametrize('mode', ['ra', 'dgr'])
+def test_a_checkpoint_brings_back_every_weight_of_every_network(mnist_5k, tmp_path, mode):
+    """Frozen copies (the old generator, DGR's old solver) have no optimiser that would
+    save their weights for them."""
+    trainer = make_trainer(mnist_5k, mode, tmp_path / 'a')
+    networks = lambda t: [t.models.generator, t.models.critic, t.models.old_generator] + (
+        [t.strategy.solver, t.strategy.old_solver] if mode == 'dgr' else [])
+    for network in networks(trainer):  # values no fresh trainer would have
+        for weight in network.weights:
+            weight.assign(tf.random.stateless_normal(weight.shape, seed=[len(weight.path), 1]) + 3.0)
+    trainer.checkpoint.write(str(tmp_path / 'ckpt'))
+    fresh = make_trainer(mnist_5k, mode, tmp_path / 'b')
+    fresh.checkpoint.read(str(tmp_path / 'ckpt')).assert_existing_objects_matched()
+    for saved, restored in zip(networks(trainer), networks(fresh)):
+        assert len(saved.weights) == len(restored.weights) > 4
+        for a, b in zip(saved.weights, restored.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f'{saved.name}: {a.path}')
