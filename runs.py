@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+import distribution
 import evaluate
 import strategies
 import utils
@@ -53,6 +54,9 @@ class TrainConfig:
     precision: str
     num_tasks: int | None      # main.py: stop after the first N tasks
     classes: int | None        # joint.py: train on the first N classes
+    # Where the run trains (distribution.py): not part of its identity, --resume may change it.
+    distribute: str = 'none'
+    devices: int | None = None
 
     @property
     def settings(self):
@@ -126,6 +130,11 @@ def build_parser(description):
     parser.add_argument('--precision', choices=PRECISIONS, default='float32',
                         help='compute precision; mixed_bfloat16 keeps float32 weights (see README)')
     parser.add_argument('--test', action='store_true', help='evaluate the checkpoint of every task')
+    parser.add_argument('--distribute', choices=distribution.KINDS, default='none',
+                        help='train on one device, on the GPUs of this machine (mirrored) or on the '
+                             'machines in TF_CONFIG (multi_worker); the global batch is split among them')
+    parser.add_argument('--devices', type=positive_int,
+                        help='with --distribute mirrored: the first N GPUs, or N logical CPU devices without a GPU')
     evaluate.add_evaluation_flags(parser)
     return parser
 
@@ -157,7 +166,7 @@ def parse_request(parser, argv, joint=False):
             default_iters = settings.iters
         if args.resume and args.overwrite:
             raise utils.UsageError('--resume and --overwrite exclude each other')
-        problem = evaluate.validate_evaluation_flags(args)
+        problem = distribution.validate(args.distribute, args.devices) or evaluate.validate_evaluation_flags(args)
         if not problem and args.test:  # before minutes of evaluation, not after
             problem = evaluate.check_evaluation_files(args)
         if problem:
@@ -172,7 +181,8 @@ def parse_request(parser, argv, joint=False):
         result_path=result_path, mode=mode, method_options=options, iters=args.iters or default_iters,
         seed=args.seed, sample_every=args.sample_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
         deterministic=args.deterministic, precision=args.precision,
-        num_tasks=getattr(args, 'num_tasks', None), classes=getattr(args, 'classes', None))
+        num_tasks=getattr(args, 'num_tasks', None), classes=getattr(args, 'classes', None),
+        distribute=args.distribute, devices=args.devices)
     return Request(config, evaluation_config(args, args.seed), args.test, args.resume, args.overwrite)
 
 
@@ -224,7 +234,16 @@ def load_data(config):
 
 def make_trainer(config, data):
     strategy = strategies.strategy_for(config.mode, config.method_options)
-    return Trainer(config, data, strategy, config.settings)
+    try:
+        return Trainer(config, data, strategy, config.settings)
+    except distribution.DistributionError as error:
+        utils.exit_with_usage_error(str(error))
+
+
+def record_distribution(result_path, trainer):
+    """config.json says where the run trains now (--resume may change it); the chief writes it."""
+    if trainer.distribution.is_chief:
+        utils.write_config(result_path, {**utils.read_config(result_path), 'distribution': trainer.distribution.record()})
 
 
 # --- training and testing a run ------------------------------------------------------------------
@@ -245,6 +264,7 @@ def train(request):
             'settings': dataclasses.asdict(config.settings), 'data': data.provenance,
             'tasks': [task_record(task) for task in tasks]})
     trainer = make_trainer(config, data)
+    record_distribution(config.result_path, trainer)
     try:
         trainer.train(tasks, resume=resuming)
     except NonFiniteLoss as error:
@@ -295,6 +315,7 @@ def test(request):
     """--test: grids and metrics for the end-of-task checkpoints of a run."""
     result_path = request.config.result_path
     config, tasks = saved_run(result_path, request.config.dataset)
+    config = dataclasses.replace(config, distribute='none', devices=None)  # evaluation runs on one device
     data = load_data(config)
     evaluation = dataclasses.replace(request.evaluation, seed=config.seed)
     try:

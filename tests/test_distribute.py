@@ -1,0 +1,206 @@
+"""--distribute: the mirrored step computes what the single-device step computes, and
+bad setups are usage errors.
+
+TensorFlow's logical CPU devices must be set up before its runtime starts, so the
+comparison runs in a child process: this file run as a script (see the bottom).
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = ('sft', 'ra', 'jtr', 'ewc', 'dgr', 'joint')
+METHOD_FLAGS = {'sft': [], 'ra': ['--RA'], 'jtr': ['--JTR'], 'ewc': ['--EWC'], 'dgr': ['--DGR'], 'joint': []}
+STEPS_PER_TASK = 2
+
+
+def compare_in_child(modes, per_replica_statistics=False):
+    """{mode: how the mirrored run differs from the single-device run (see compare_mode)}."""
+    argv = [sys.executable, os.path.abspath(__file__), *modes]
+    if per_replica_statistics:
+        argv.append('--per_replica_statistics')
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assert_same_training(found):
+    """Float differences only: the first iteration's losses agree to float precision, later
+    ones (after Adam has amplified them) nearly; weights too; random state, iterations and
+    the replicas' copies exactly."""
+    assert found['replicas'] == 2 and found['copies'] > 0 and not found['unequal_copies']
+    assert not found['unequal_counters'] and found['counters'] >= 3
+    assert found['first_metrics'] < 1e-5
+    assert found['metrics'] < 5e-4
+    assert found['weights'] < 1e-6
+
+
+@pytest.mark.slow
+def test_mirrored_step_on_two_devices_matches_one_device_in_every_mode():
+    differences = compare_in_child(MODES)
+    failed = {}
+    for mode in MODES:
+        try:
+            assert_same_training(differences[mode])
+        except AssertionError:
+            failed[mode] = differences[mode]
+    assert not failed
+
+
+@pytest.mark.slow
+def test_the_comparison_fails_with_per_replica_batch_statistics():
+    """The control: batch norm on each replica's half of the batch is what the
+    comparison must catch (the other terms are per sample or summed)."""
+    found = compare_in_child(['ra'], per_replica_statistics=True)['ra']
+    assert found['first_metrics'] > 1e-3 and found['weights'] > 1e-6, found
+    with pytest.raises(AssertionError):
+        assert_same_training(found)
+
+
+# --- bad setups ----------------------------------------------------------------------------------
+
+def run_main(argv, env_update):
+    env = {key: value for key, value in os.environ.items() if key != 'TF_CONFIG'}
+    env.update(env_update)
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *argv], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize('flags, tf_config, message', [
+    (['--distribute', 'multi_worker'], None, 'needs the TF_CONFIG environment variable'),
+    (['--distribute', 'multi_worker'], '{"cluster": {"worker": ["localhost:1"]', 'TF_CONFIG is not valid JSON'),
+    (['--distribute', 'multi_worker'], '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", '
+                                       '"index": 3}}', 'task index 3'),
+    (['--distribute', 'mirrored', '--devices', '0'], None, 'must be at least 1'),
+    (['--devices', '2'], None, '--devices needs --distribute mirrored'),
+], ids=['no-tf-config', 'tf-config-not-json', 'tf-config-bad-index', 'devices-0', 'devices-without-mirrored'])
+def test_bad_distribution_setups_exit_2_and_write_nothing(tmp_path, flags, tf_config, message):
+    result = tmp_path / 'never'
+    done = run_main(['--dataset', 'mnist_5k', '--iters', '1', '--result_path', str(result), *flags],
+                    {} if tf_config is None else {'TF_CONFIG': tf_config})
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert not result.exists()
+
+
+def test_distribution_is_not_part_of_the_run_identity(tmp_path):
+    import runs
+    from data import load_dataset
+    data = load_dataset('mnist_5k', None)
+    one = runs.default_config('mnist_5k', tmp_path)
+    two = runs.default_config('mnist_5k', tmp_path, flags=['--distribute', 'mirrored', '--devices', '2'])
+    assert (two.distribute, two.devices) == ('mirrored', 2) and (one.distribute, one.devices) == ('none', None)
+    assert one.identity(data) == two.identity(data)
+
+
+# --- the child: both trainers in one process with two logical CPU devices ---------------------------
+
+def child(modes, per_replica_statistics):
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    import ops
+    import strategies
+    import training
+    from data import load_dataset
+    strategies.FISHER_BATCHES, strategies.SOLVER_STEPS = 2, 2  # the end-of-task work, shortened
+    # Adam with the paper's epsilon (1e-8) makes every gradient element a step of about the
+    # learning rate, so float noise in gradients that are 0 in exact arithmetic (biases before
+    # batch norm) becomes whole steps. With epsilon 1 a step is proportional to the gradient,
+    # and weights differ only as much as the gradients do.
+    training.make_adam = lambda: keras.optimizers.Adam(training.LEARNING_RATE, beta_1=training.ADAM_BETAS[0],
+                                                       beta_2=training.ADAM_BETAS[1], epsilon=1.0)
+    if per_replica_statistics:
+        ops.cross_replica_standardize = per_replica_standardize
+    data, scratch = load_dataset('mnist_5k', None), tempfile.mkdtemp()
+    print(json.dumps({mode: compare_mode(mode, data, scratch) for mode in modes}))
+
+
+def compare_mode(mode, data, scratch):
+    """Two tasks of `mode` on one device and mirrored on two, from the same seed."""
+    import numpy as np
+
+    import runs
+    trained = {}
+    for distribute in ('none', 'mirrored'):
+        flags = METHOD_FLAGS[mode] + ['--distribute', distribute] + (['--devices', '2'] if distribute != 'none' else [])
+        config = runs.default_config('mnist_5k', scratch, joint=mode == 'joint', flags=flags, iters=STEPS_PER_TASK,
+                                     classes=3 if mode == 'joint' else None)
+        trainer = runs.make_trainer(config, data)
+        initial = trainer_values(trainer)
+        metrics = train_two_tasks(trainer, runs.tasks_of(config, data)[:2])
+        trained[distribute] = (initial, metrics, trainer_values(trainer), trainer.distribution.replicas)
+    (initial, metrics_one, one, _), (initial_two, metrics_two, two, replicas) = trained['none'], trained['mirrored']
+    copies = [k for k in two if '/replica_' in k]
+    unequal_copies = [k for k in copies if not np.array_equal(two[k], two[k.rsplit('/', 1)[0]])]
+    two = {k: value for k, value in two.items() if '/replica_' not in k}
+    assert one.keys() == two.keys() and all(np.array_equal(initial[k], initial_two[k]) for k in initial)
+    step_gaps = [max(abs(a - b) / max(abs(a), 1.0) for a, b in zip(step_one, step_two))
+                 for step_one, step_two in zip(metrics_one, metrics_two)]
+    # Weights, Fisher, solver: what differs as a share of what training changed. Adam's
+    # moments are left out: those of biases before batch norm are float noise.
+    moved = [k for k, value in one.items() if value.dtype.kind == 'f' and 'optimizer' not in k
+             and 'rng' not in k and np.any(value != initial[k])]
+    difference = np.sqrt(sum(np.sum(np.square(two[k] - one[k]), dtype=np.float64) for k in moved))
+    change = np.sqrt(sum(np.sum(np.square(one[k] - initial[k]), dtype=np.float64) for k in moved))
+    counters = [k for k, value in one.items() if value.dtype.kind in 'iu']  # random state, iterations
+    return {'first_metrics': step_gaps[0], 'metrics': max(step_gaps), 'weights': float(difference / change),
+            'moved': len(moved), 'unequal_counters': [k for k in counters if not np.array_equal(one[k], two[k])],
+            'counters': len(counters), 'replicas': replicas, 'copies': len(copies), 'unequal_copies': unequal_copies}
+
+
+def train_two_tasks(trainer, tasks):
+    """Every metric of every step; the second task replays the first."""
+    metrics = []
+    for task in tasks:
+        trainer.begin_task(task)
+        for _ in range(STEPS_PER_TASK):
+            values = trainer.train_step(trainer.spec_tensors(task))
+            metrics.append([float(values[name]) for name in sorted(values)])
+        trainer.end_task(task)
+    return metrics
+
+
+def trainer_values(trainer):
+    """{name: value} of the networks, optimisers, random state and the method's state; each
+    replica's copy under tf.distribute (name/replica_N), which must all be equal."""
+    import keras
+    import numpy as np
+    strategy = trainer.strategy
+    groups = {'generator': trainer.models.generator.weights, 'critic': trainer.models.critic.weights,
+              'old_generator': trainer.models.old_generator.weights,
+              'generator_optimizer': trainer.generator_optimizer.variables,
+              'critic_optimizer': trainer.critic_optimizer.variables, 'rng': [trainer.rng.state],
+              'fisher': getattr(strategy, 'fisher', []),
+              'solver': strategy.solver.weights if hasattr(strategy, 'solver') else [],
+              'old_solver': strategy.old_solver.weights if hasattr(strategy, 'old_solver') else []}
+    values = {}
+    for group, variables in groups.items():
+        for index, variable in enumerate(variables):
+            if isinstance(variable, keras.Variable):
+                variable = variable.value  # its tf.Variable (mirrored under tf.distribute)
+            copies = getattr(variable, 'values', None) or (variable,)
+            for replica, copy in enumerate(copies):
+                values[f'{group}/{index}' + (f'/replica_{replica}' if replica else '')] = np.array(copy.numpy())
+    return values
+
+
+def per_replica_standardize(x, groups=None, epsilon=1e-5):
+    """The mistake the comparison must catch: statistics of this replica's part only."""
+    import tensorflow as tf
+
+    import ops
+    shape = tf.shape(x)
+    grouped = tf.reshape(x, [1 if groups is None else groups, -1, *x.shape[1:]])
+    return tf.reshape(ops.standardize(grouped, axes=[1, 2, 3], epsilon=epsilon), shape)
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, ROOT)
+    arguments = sys.argv[1:]
+    child([a for a in arguments if not a.startswith('--')], '--per_replica_statistics' in arguments)
