@@ -14,9 +14,11 @@ replicas, losses as shares of the global batch's loss).
 """
 import contextlib
 import functools
+import hashlib
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 KINDS = ('none', 'mirrored', 'multi_worker')
@@ -105,6 +107,23 @@ def is_chief_task(cluster, task_type, task_id):
     return task_type == 'worker' and int(task_id) == 0
 
 
+def chief_process(kind, environ=os.environ):
+    """Whether this process writes the run's files: the only process, or the chief of
+    the TF_CONFIG cluster (read before TensorFlow starts; validate() checked it)."""
+    if kind != 'multi_worker':
+        return True
+    config = json.loads(environ['TF_CONFIG'])
+    return is_chief_task(config['cluster'], config['task']['type'], config['task']['index'])
+
+
+def weights_fingerprint(variables):
+    """A short digest of the values, for checking that workers hold the same weights."""
+    digest = hashlib.sha256()
+    for variable in variables:
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    return digest.hexdigest()[:16]
+
+
 # --- choosing ------------------------------------------------------------------------------
 
 def validate(kind, devices, environ=os.environ):
@@ -158,8 +177,28 @@ def tf_strategy(kind, devices):
     if kind == 'mirrored':
         return tf.distribute.MirroredStrategy(mirrored_devices(devices))
     if kind == 'multi_worker':
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        configure_heartbeat(resolver.cluster_spec(), HEARTBEAT_TIMEOUT_SECONDS)
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     raise ValueError(f'--distribute {kind!r}: not one of {KINDS}')
+
+
+HEARTBEAT_TIMEOUT_SECONDS = 60
+
+
+def configure_heartbeat(cluster, seconds):
+    """The coordination service as MultiWorkerMirroredStrategy would set it up, but with a
+    longer heartbeat timeout: its default of 10 s stopped jobs on a busy CPU while a
+    worker traced its step. A lost worker is then noticed after `seconds`.
+    (TensorFlow has no public switch for this.)"""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=cluster.num_tasks(job))
+            for job in ('chief', 'worker') if job in cluster.jobs]
+    context.context().configure_coordination_service(
+        service_type='standalone', service_leader=multi_worker_util.coordination_leader(cluster),
+        coordinated_jobs=jobs, heartbeat_timeout_in_ms=seconds * 1000)
 
 
 def mirrored_devices(count):

@@ -13,7 +13,7 @@ import strategies
 import utils
 from classifier import EvaluationError
 from data import DataError, group_by_class, load_dataset
-from training import PRECISIONS, NonFiniteLoss, Task, TaskSpec, Trainer
+from training import PRECISIONS, NonFiniteLoss, ProgressReporter, Task, TaskSpec, Trainer
 
 
 @dataclass(frozen=True)
@@ -253,6 +253,8 @@ def train(request):
     config = request.config
     data = load_data(config)
     tasks = tasks_of(config, data)
+    if not distribution.chief_process(config.distribute):
+        return train_worker(config, data, tasks, request.resume)
     try:
         resuming = utils.claim_result_path(config.result_path, config.identity(data), request.resume,
                                            request.overwrite)
@@ -276,7 +278,23 @@ def train(request):
     except KeyboardInterrupt:
         print(f'\ninterrupted in task {int(trainer.task_index) + 1}. {resume_hint(trainer)}.', file=sys.stderr)
         sys.exit(130)
-    print(f'done: results in {config.result_path}')
+    print(f'done: results in {config.result_path}'
+          + (f' (weights {weights_fingerprint(trainer)})' if trainer.distribution.workers > 1 else ''))
+
+
+def train_worker(config, data, tasks, resume):
+    """A multi_worker process other than the chief: trains in step with it, reads the chief's
+    checkpoint to resume (the result folder must be shared), writes nothing."""
+    trainer = make_trainer(config, data)
+    if resume:
+        trainer.checkpoints.restore_latest()
+    trainer.fit(tasks, [ProgressReporter(config.iters)])
+    print(f'worker done: weights {weights_fingerprint(trainer)}')
+
+
+def weights_fingerprint(trainer):
+    models = trainer.models
+    return distribution.weights_fingerprint(models.generator.weights + models.critic.weights)
 
 
 def resume_hint(trainer):

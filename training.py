@@ -138,6 +138,9 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         self.config, self.data, self.strategy = config, data, strategy
         self.rng = self.distribution.random_generator(config.seed)
+        # The loop's counters stay plain variables (read as Python ints), outside the scope.
+        self.task_index = tf.Variable(0, dtype=tf.int64)   # tasks finished
+        self.iteration = tf.Variable(0, dtype=tf.int64)    # iterations done in the current task
         with self.distribution.scope():
             self._build(data, strategy, settings)
         self.checkpoints = utils.RunCheckpoints(config.result_path, self.checkpoint)
@@ -160,8 +163,6 @@ class Trainer:
         self.generator_optimizer, self.critic_optimizer = make_adam(), make_adam()
         self.generator_optimizer.build(self.models.generator.trainable_variables)
         self.critic_optimizer.build(self.models.critic.trainable_variables)
-        self.task_index = tf.Variable(0, dtype=tf.int64)   # tasks finished
-        self.iteration = tf.Variable(0, dtype=tf.int64)    # iterations done in the current task
         pool_images, pool_labels, _ = group_by_class(data.train_x, data.train_y, data.num_classes)
         # Eager tensors are captured by reference: batches are drawn in-graph from memory.
         self.pool_images = tf.constant(pool_images)

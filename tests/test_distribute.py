@@ -6,10 +6,14 @@ comparison runs in a child process: this file run as a script (see the bottom).
 """
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,6 +98,77 @@ def test_distribution_is_not_part_of_the_run_identity(tmp_path):
     two = runs.default_config('mnist_5k', tmp_path, flags=['--distribute', 'mirrored', '--devices', '2'])
     assert (two.distribute, two.devices) == ('mirrored', 2) and (one.distribute, one.devices) == ('none', None)
     assert one.identity(data) == two.identity(data)
+
+
+# --- multi_worker: two local worker processes ------------------------------------------------------
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(('localhost', 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def start_job(result, extra=()):
+    """The chief (worker 0) and worker 1 of a two-process cluster on localhost."""
+    workers = [f'localhost:{port}' for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({'cluster': {'worker': workers},
+                                                     'task': {'type': 'worker', 'index': index}}))
+        argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
+                '--iters', '6', '--ckpt_every', '3', '--sample_every', '100', '--distribute', 'multi_worker',
+                '--result_path', str(result), *extra]
+        processes.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    return processes
+
+
+def finish(processes):
+    outputs = [process.communicate(timeout=900) for process in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    return [out for out, _ in outputs]
+
+
+def checkpoint_file_values(prefix):
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if 'OBJECT_GRAPH' not in name}
+
+
+@pytest.mark.slow
+def test_multi_worker_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
+    """SIGKILL of the non-chief worker mid-task, the chief stopped too, the job started
+    again with --resume: it ends with the uninterrupted job's weights, on both workers."""
+    straight = finish(start_job(tmp_path / 'straight'))
+    chief, worker = start_job(tmp_path / 'interrupted')
+    index = tmp_path / 'interrupted' / 'checkpoints' / 'latest' / 'checkpoint'
+    deadline = time.monotonic() + 600
+    while not (index.exists() and '"ckpt-1"' in index.read_text()):
+        assert chief.poll() is None and time.monotonic() < deadline, chief.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    try:  # the chief stops on the lost peer, or waits for it: then it is stopped too
+        chief.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(chief.pid, signal.SIGKILL)
+        chief.wait()
+    assert not (tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_1.index').exists()
+    resumed = finish(start_job(tmp_path / 'interrupted', ['--resume']))
+    fingerprints = [out.strip().splitlines()[-1].split('weights ')[-1].strip(')') for out in straight + resumed]
+    assert len(set(fingerprints)) == 1, (straight, resumed)
+    config = json.loads((tmp_path / 'interrupted' / 'config.json').read_text())
+    assert config['distribution'] == {'distribute': 'multi_worker', 'replicas': 2, 'workers': 2}
+    expected = checkpoint_file_values(str(tmp_path / 'straight' / 'checkpoints' / 'tasks' / 'task_2'))
+    actual = checkpoint_file_values(str(tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2'))
+    assert expected.keys() == actual.keys() and len(expected) > 20
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-5, err_msg=name)
 
 
 # --- the child: both trainers in one process with two logical CPU devices ---------------------------
