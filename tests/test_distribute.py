@@ -100,6 +100,38 @@ def test_distribution_is_not_part_of_the_run_identity(tmp_path):
     assert one.identity(data) == two.identity(data)
 
 
+@pytest.mark.slow
+def test_a_run_started_on_one_device_resumes_mirrored_and_is_tested_on_one(tmp_path):
+    """--resume may change the distribution: the weights are the same."""
+    result = tmp_path / 'run'
+    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
+            '--iters', '4', '--ckpt_every', '2', '--sample_every', '100', '--result_path', str(result)]
+    first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    index = result / 'checkpoints' / 'latest' / 'checkpoint'
+    deadline = time.monotonic() + 600
+    while not (index.exists() and '"ckpt-1"' in index.read_text()):
+        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert json.loads((result / 'config.json').read_text())['distribution']['distribute'] == 'none'
+    resumed = subprocess.run(argv + ['--resume', '--distribute', 'mirrored', '--devices', '2'], cwd=ROOT,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0 and 'resuming at task 1, iteration 2' in resumed.stderr, resumed.stderr[-3000:]
+    config = json.loads((result / 'config.json').read_text())
+    assert config['distribution'] == {'distribute': 'mirrored', 'replicas': 2, 'workers': 1}
+    assert config['args']['distribute'] == 'none'  # the flags the run was started with
+    values = checkpoint_file_values(str(result / 'checkpoints' / 'tasks' / 'task_2'))
+    assert all(np.all(np.isfinite(value)) for value in values.values() if value.dtype.kind == 'f')
+    assert (result / 'samples' / 'task_2_iter_4_class_1.png').exists() and os.listdir(result / 'logs')
+    tested = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--test',
+                             '--result_path', str(result), '--classifier_dir', str(tmp_path / 'classifiers'),
+                             '--eval_samples', '64', '--reverse_samples', '64', '--reverse_epochs', '1',
+                             '--fid_samples', '64'], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert len(json.loads((result / 'results.json').read_text())['tasks']) == 2
+
+
 # --- multi_worker: two local worker processes ------------------------------------------------------
 
 def free_ports(count):
