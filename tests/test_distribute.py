@@ -65,6 +65,64 @@ def test_the_comparison_fails_with_per_replica_batch_statistics():
         assert_same_training(found)
 
 
+def test_replica_helpers_change_nothing_on_one_device():
+    import tensorflow as tf
+
+    import ops
+    x = tf.reshape(tf.range(24, dtype=tf.float32), [6, 2, 2, 1])
+    assert ops.replica_count() == 1
+    assert ops.replica_part(x) is x and ops.replica_share(x) is x and ops.replica_sum([x])[0] is x
+    assert float(ops.batch_mean(tf.constant([1.0, 2.0, 6.0]))) == 3.0
+
+
+def test_replica_helpers_on_two_replicas():
+    """Numbers pinned in a child with two logical CPU devices: each replica's part of a
+    batch of 3 groups of 21 (10 and 11 of each group), the global mean of unequal parts, and
+    statistics over the global batch and over each global group."""
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--helpers'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found['parts'] == [[*range(0, 10), *range(21, 31), *range(42, 52)],
+                              [*range(10, 21), *range(31, 42), *range(52, 63)]]
+    assert found['plain_parts'] == [list(range(0, 3)), list(range(3, 7))]
+    assert found['batch_mean'] == pytest.approx(3.0) and found['shares'] == pytest.approx([9 / 7, 12 / 7])
+    assert found['share'] == [0.5, 0.5] and found['replicas'] == [2, 2]
+    assert found['standardize_gap'] < 1e-5 and found['group_gap'] < 1e-5
+
+
+def helpers_child():
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import distribution
+    import ops
+    strategy = distribution.make_distribution('mirrored', 2).strategy
+    x = tf.random.stateless_normal([63, 4, 4, 3], seed=[5, 6]) * 3.0 + 1.0
+
+    def replica():
+        values = ops.replica_part(tf.constant([1.0, 2.0, 6.0, 3.0, 2.0, 4.0, 3.0]))  # 3 and 4 values
+        return {'parts': ops.replica_part(tf.range(63), groups=3), 'plain_parts': ops.replica_part(tf.range(7)),
+                'share': ops.replica_share(tf.constant(1.0)), 'replicas': tf.constant(ops.replica_count()),
+                'batch_mean': ops.batch_mean(values), 'standardized': ops.batch_standardize(ops.replica_part(x)),
+                'grouped': ops.batch_standardize(ops.replica_part(x, groups=3), groups=3)}
+
+    out = strategy.run(tf.function(replica))
+    local = {name: [value.numpy() for value in strategy.experimental_local_results(value)]
+             for name, value in out.items()}
+    standardized = np.concatenate(local['standardized'])  # the replicas' parts in order
+    by_group = np.concatenate([part.reshape(3, -1, 4, 4, 3) for part in local['grouped']], axis=1)
+    print(json.dumps({
+        'parts': [part.tolist() for part in local['parts']],
+        'plain_parts': [part.tolist() for part in local['plain_parts']],
+        'share': [float(v) for v in local['share']], 'replicas': [int(v) for v in local['replicas']],
+        'shares': [float(v) for v in local['batch_mean']], 'batch_mean': float(sum(local['batch_mean'])),
+        'standardize_gap': float(np.max(np.abs(standardized - ops.batch_standardize(x).numpy()))),
+        'group_gap': float(np.max(np.abs(by_group.reshape(63, 4, 4, 3)
+                                         - ops.batch_standardize(x, groups=3).numpy())))}))
+
+
 # --- bad setups ----------------------------------------------------------------------------------
 
 def run_main(argv, env_update):
@@ -310,4 +368,6 @@ def per_replica_standardize(x, groups=None, epsilon=1e-5):
 if __name__ == '__main__':
     sys.path.insert(0, ROOT)
     arguments = sys.argv[1:]
+    if '--helpers' in arguments:
+        sys.exit(helpers_child())
     child([a for a in arguments if not a.startswith('--')], '--per_replica_statistics' in arguments)
