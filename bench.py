@@ -7,7 +7,8 @@ task 6: five earlier classes replayed) and joint training, in each precision;
 counts FLOPs per generator iteration analytically and with TensorFlow's
 profiler; measures this machine's fp32 matmul rate in the same run and the
 rate of each piece of a critic step alone; SFT's step under --distribute mirrored
-on 2 logical CPU devices next to one device (on a CPU, the engine's overhead);
+on 2 devices next to one device (2 GPUs, or on a CPU 2 logical devices: the engine's
+overhead);
 peak memory after 1 and after 10 tasks; evaluation throughput.
 """
 import argparse
@@ -209,9 +210,10 @@ def step_parts(data, matmul_rate, repeats):
 # --- the tf.distribute engine ------------------------------------------------------------------
 
 def distribution_overhead(iterations):
-    """SFT's step (task 1) on one device and mirrored over 2 logical devices of this CPU,
-    in one child process: logical devices must exist before TensorFlow starts. Both share
-    the same cores, so no speed-up is possible: the ratio is the engine's overhead."""
+    """SFT's step (task 1) on one device and mirrored over 2 devices, in one child process:
+    logical devices must exist before TensorFlow starts. Without a GPU they are 2 logical
+    devices of this CPU, sharing its cores: no speed-up is possible, the ratio is the
+    engine's overhead. With GPUs, the first two: the scaling from one GPU to two."""
     command = [sys.executable, os.path.join(ROOT, 'bench.py'), '--distribution_child', '--iterations', str(iterations)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -226,7 +228,7 @@ def distribution_child(iterations):
     _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
     task = runs.sequential_tasks(offsets, 1)[0]
     rates = {}
-    for name, flags in (('none', []), ('mirrored_2_cpu', ['--distribute', 'mirrored', '--devices', '2'])):
+    for name, flags in (('none', []), ('mirrored_2', ['--distribute', 'mirrored', '--devices', '2'])):
         with tempfile.TemporaryDirectory() as result_path:
             trainer = runs.make_trainer(runs.default_config('mnist_5k', result_path, flags=flags), data)
             spec = trainer.spec_tensors(task)
@@ -236,8 +238,9 @@ def distribution_child(iterations):
             for _ in range(iterations):
                 metrics = trainer.train_step(spec)
             float(metrics['critic/loss'])
+            devices = getattr(trainer.distribution, 'strategy', None)
             rates[name] = {'gen_iters_per_s': iterations / (time.perf_counter() - start),
-                           'replicas': trainer.distribution.replicas}
+                           'devices': list(devices.extended.worker_devices) if devices else ['default']}
     print(json.dumps(rates))
 
 
@@ -304,9 +307,9 @@ def run(args):
         print(f"{name:>24}: {part['ms']:.1f} ms, {part['gflops']:.0f} GFLOP/s "
               f"({100 * part['ratio_to_matmul']:.0f}% of matmul)", flush=True)
     results['distribution'] = distribution_overhead(iterations)
-    one, mirrored = results['distribution']['none'], results['distribution']['mirrored_2_cpu']
-    print(f"sft on one device: {one['gen_iters_per_s']:.2f} it/s; mirrored on 2 logical CPU devices: "
-          f"{mirrored['gen_iters_per_s']:.2f} it/s (the engine's overhead here, not a GPU's scaling)", flush=True)
+    one, mirrored = results['distribution']['none'], results['distribution']['mirrored_2']
+    print(f"sft on one device: {one['gen_iters_per_s']:.2f} it/s; mirrored on {', '.join(mirrored['devices'])}: "
+          f"{mirrored['gen_iters_per_s']:.2f} it/s", flush=True)
     memory_iters = 2 if args.quick else 20
     results['memory_mb'] = {'after_task_1': peak_memory_mb(1, memory_iters),
                             'after_task_10': peak_memory_mb(10, memory_iters)}

@@ -243,7 +243,8 @@ def make_trainer(config, data):
 def record_distribution(result_path, trainer):
     """config.json says where the run trains now (--resume may change it); the chief writes it."""
     if trainer.distribution.is_chief:
-        utils.write_config(result_path, {**utils.read_config(result_path), 'distribution': trainer.distribution.record()})
+        saved = utils.read_config(result_path)
+        utils.write_config(result_path, {**saved, 'distribution': trainer.distribution.record()})
 
 
 # --- training and testing a run ------------------------------------------------------------------
@@ -331,6 +332,9 @@ def saved_run(result_path, dataset):
 
 def test(request):
     """--test: grids and metrics for the end-of-task checkpoints of a run."""
+    if not distribution.chief_process(request.config.distribute):
+        print('--test evaluates on one device: the chief does it, this worker has nothing to do')
+        return
     result_path = request.config.result_path
     config, tasks = saved_run(result_path, request.config.dataset)
     config = dataclasses.replace(config, distribute='none', devices=None)  # evaluation runs on one device
