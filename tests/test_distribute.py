@@ -92,7 +92,6 @@ def test_replica_helpers_on_two_replicas():
 
 
 def helpers_child():
-    import numpy as np
     import tensorflow as tf
     cpu = tf.config.list_physical_devices('CPU')[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -125,11 +124,6 @@ def helpers_child():
 
 # --- bad setups ----------------------------------------------------------------------------------
 
-def run_main(argv, env_update):
-    env = {key: value for key, value in os.environ.items() if key != 'TF_CONFIG'}
-    env.update(env_update)
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), *argv], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize('flags, tf_config, message', [
@@ -140,11 +134,16 @@ def run_main(argv, env_update):
     (['--distribute', 'mirrored', '--devices', '0'], None, 'must be at least 1'),
     (['--devices', '2'], None, '--devices needs --distribute mirrored'),
 ], ids=['no-tf-config', 'tf-config-not-json', 'tf-config-bad-index', 'devices-0', 'devices-without-mirrored'])
-def test_bad_distribution_setups_exit_2_and_write_nothing(tmp_path, flags, tf_config, message):
+def test_bad_distribution_setups_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch, flags, tf_config, message):
+    import main
+    monkeypatch.delenv('TF_CONFIG', raising=False)
+    if tf_config is not None:
+        monkeypatch.setenv('TF_CONFIG', tf_config)
     result = tmp_path / 'never'
-    done = run_main(['--dataset', 'mnist_5k', '--iters', '1', '--result_path', str(result), *flags],
-                    {} if tf_config is None else {'TF_CONFIG': tf_config})
-    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    with pytest.raises(SystemExit) as stop:
+        main.main(['--dataset', 'mnist_5k', '--iters', '1', '--result_path', str(result), *flags])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and message in error, error
     assert not result.exists()
 
 
