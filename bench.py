@@ -6,8 +6,10 @@ Times training.Trainer.train_step on mnist_5k at batch 64 for SFT, RA, JTR (at
 task 6: five earlier classes replayed) and joint training, in each precision;
 counts FLOPs per generator iteration analytically and with TensorFlow's
 profiler; measures this machine's fp32 matmul rate in the same run and the
-rate of each piece of a critic step alone; peak memory after 1 and after 10
-tasks; evaluation throughput.
+rate of each piece of a critic step alone; SFT's step under --distribute mirrored
+on 2 devices next to one device (2 GPUs, or on a CPU 2 logical devices: the engine's
+overhead);
+peak memory after 1 and after 10 tasks; evaluation throughput.
 """
 import argparse
 import json
@@ -42,6 +44,7 @@ def parse_args(argv=None):
     parser.add_argument('--iterations', type=runs.positive_int, help='timed generator iterations per mode')
     parser.add_argument('--precisions', nargs='+', default=list(training.PRECISIONS), choices=training.PRECISIONS)
     parser.add_argument('--out', default=os.path.join('results', 'bench.json'))
+    parser.add_argument('--distribution_child', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -204,6 +207,43 @@ def step_parts(data, matmul_rate, repeats):
     return measured
 
 
+# --- the tf.distribute engine ------------------------------------------------------------------
+
+def distribution_overhead(iterations):
+    """SFT's step (task 1) on one device and mirrored over 2 devices, in one child process:
+    logical devices must exist before TensorFlow starts. Without a GPU they are 2 logical
+    devices of this CPU, sharing its cores: no speed-up is possible, the ratio is the
+    engine's overhead. With GPUs, the first two: the scaling from one GPU to two."""
+    command = [sys.executable, os.path.join(ROOT, 'bench.py'), '--distribution_child', '--iterations', str(iterations)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f'{" ".join(command)} failed: {done.stderr[-2000:]}')
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def distribution_child(iterations):
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    data = load_dataset('mnist_5k', None)
+    _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
+    task = runs.sequential_tasks(offsets, 1)[0]
+    rates = {}
+    for name, flags in (('none', []), ('mirrored_2', ['--distribute', 'mirrored', '--devices', '2'])):
+        with tempfile.TemporaryDirectory() as result_path:
+            trainer = runs.make_trainer(runs.default_config('mnist_5k', result_path, flags=flags), data)
+            spec = trainer.spec_tensors(task)
+            for _ in range(3):  # trace and warm up
+                trainer.train_step(spec)
+            start = time.perf_counter()
+            for _ in range(iterations):
+                metrics = trainer.train_step(spec)
+            float(metrics['critic/loss'])
+            devices = getattr(trainer.distribution, 'strategy', None)
+            rates[name] = {'gen_iters_per_s': iterations / (time.perf_counter() - start),
+                           'devices': list(devices.extended.worker_devices) if devices else ['default']}
+    print(json.dumps(rates))
+
+
 # --- memory over tasks and evaluation throughput ------------------------------------------------
 
 def peak_memory_mb(num_tasks, iters):
@@ -266,6 +306,10 @@ def run(args):
     for name, part in results['step_parts'].items():
         print(f"{name:>24}: {part['ms']:.1f} ms, {part['gflops']:.0f} GFLOP/s "
               f"({100 * part['ratio_to_matmul']:.0f}% of matmul)", flush=True)
+    results['distribution'] = distribution_overhead(iterations)
+    one, mirrored = results['distribution']['none'], results['distribution']['mirrored_2']
+    print(f"sft on one device: {one['gen_iters_per_s']:.2f} it/s; mirrored on {', '.join(mirrored['devices'])}: "
+          f"{mirrored['gen_iters_per_s']:.2f} it/s", flush=True)
     memory_iters = 2 if args.quick else 20
     results['memory_mb'] = {'after_task_1': peak_memory_mb(1, memory_iters),
                             'after_task_10': peak_memory_mb(10, memory_iters)}
@@ -281,4 +325,8 @@ def run(args):
 
 
 if __name__ == '__main__':
-    run(parse_args())
+    arguments = parse_args()
+    if arguments.distribution_child:
+        distribution_child(arguments.iterations or 40)
+    else:
+        run(arguments)

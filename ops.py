@@ -3,6 +3,12 @@
 Losses are plain functions of tensors. Layers hold only their weights; batch
 statistics always come from the current batch (the reference code never kept
 moving averages, also not when sampling).
+
+Under tf.distribute each replica holds a part of the global batch. Batch
+statistics are then summed across replicas, and a loss is this replica's share
+of the global batch's loss: the optimizer sums the replicas' gradients, so the
+shares add up to one device's gradient. Outside a replica context (one device)
+every helper below leaves the computation as it was.
 """
 import math
 
@@ -55,6 +61,48 @@ def transposed_conv(in_channels, filters, kernel_size, stride=2, name=None):
         kernel_initializer=reference_uniform(std), bias_initializer='zeros', name=name)
 
 
+# --- the global batch under tf.distribute ---------------------------------------
+
+def replica_count():
+    """Replicas sharing the global batch; 1 on one device or in cross-replica context."""
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else context.num_replicas_in_sync
+
+
+def replica_sum(values):
+    """Sum of each tensor over the replicas (the gradient of a sum is a sum)."""
+    if replica_count() == 1:
+        return values
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def replica_part(x, groups=None):
+    """This replica's consecutive part of a global batch; with groups=k, its part of
+    each of the k equal groups, so each replica holds every group."""
+    count = replica_count()
+    if count == 1:
+        return x
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    grouped = tf.reshape(x, [1 if groups is None else groups, -1, *x.shape[1:]])
+    size = tf.shape(grouped)[1]
+    start, end = replica * size // count, (replica + 1) * size // count
+    return tf.reshape(grouped[:, start:end], [-1, *x.shape[1:]])
+
+
+def replica_share(x):
+    """A replica's share of a value that every replica computes whole (a weight penalty)."""
+    count = replica_count()
+    return x if count == 1 else x / count
+
+
+def batch_mean(x):
+    """Mean over the global batch, as this replica's share (replicas may hold unequal parts)."""
+    if replica_count() == 1:
+        return tf.reduce_mean(x)
+    global_size = replica_sum(tf.cast(tf.size(x), x.dtype))
+    return tf.reduce_sum(x) / global_size
+
+
 # --- normalisation -----------------------------------------------------------
 
 def standardize(x, axes, epsilon=BATCH_NORM_EPSILON):
@@ -69,7 +117,10 @@ def batch_standardize(x, groups=None, epsilon=BATCH_NORM_EPSILON):
     their own: exactly what k separate generator calls would compute, as the
     reference code does for each replayed class. Without groups, the fused kernel
     does the same in one op (the generator's small layers are overhead-bound on CPU).
+    Under tf.distribute the statistics are those of the global batch (or global groups).
     """
+    if replica_count() > 1:
+        return cross_replica_standardize(x, groups, epsilon)
     if groups is not None:
         height, width, channels = x.shape[1:]
         grouped = tf.reshape(x, [groups, -1, height, width, channels])
@@ -78,6 +129,19 @@ def batch_standardize(x, groups=None, epsilon=BATCH_NORM_EPSILON):
     normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
         x, tf.ones([channels]), tf.zeros([channels]), epsilon=epsilon, is_training=True)
     return normalized
+
+
+def cross_replica_standardize(x, groups=None, epsilon=BATCH_NORM_EPSILON):
+    """batch_standardize on statistics summed across replicas; two passes (mean, then
+    squared deviations), as exact as one device's moments."""
+    height, width, channels = x.shape[1:]
+    grouped = tf.cast(tf.reshape(x, [1 if groups is None else groups, -1, height, width, channels]), tf.float32)
+    count = tf.cast(tf.shape(grouped)[1] * height * width, tf.float32)
+    total, count = replica_sum([tf.reduce_sum(grouped, axis=[1, 2, 3], keepdims=True), count])
+    centred = grouped - total / count
+    variance = replica_sum(tf.reduce_sum(tf.square(centred), axis=[1, 2, 3], keepdims=True)) / count
+    normalized = centred * tf.math.rsqrt(variance + epsilon)
+    return tf.reshape(tf.cast(normalized, x.dtype), tf.shape(x))
 
 
 class ConditionalBatchNorm(keras.layers.Layer):
@@ -147,11 +211,11 @@ def upsample_nearest(x):
 
 def critic_wasserstein_loss(real_scores, fake_scores):
     """Critic side of WGAN: E[D(fake)] - E[D(real)]."""
-    return tf.reduce_mean(fake_scores) - tf.reduce_mean(real_scores)
+    return batch_mean(fake_scores) - batch_mean(real_scores)
 
 
 def generator_wasserstein_loss(fake_scores):
-    return -tf.reduce_mean(fake_scores)
+    return -batch_mean(fake_scores)
 
 
 def sample_interpolation_weights(rng, batch_size):
@@ -168,20 +232,21 @@ def gradient_penalty(critic_score, real, fake, alpha):
     gradients = tape.gradient(scores, interpolates)
     # The tiny constant keeps sqrt differentiable where a gradient vanishes.
     slopes = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=[1, 2, 3]) + 1e-12)
-    return tf.reduce_mean(tf.square(slopes - 1.0))
+    return batch_mean(tf.square(slopes - 1.0))
 
 
 def classification_loss(logits, labels):
     """AC-GAN auxiliary cross-entropy, mean over the batch."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return batch_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
 def replay_alignment_loss(new_images, old_images):
-    """0.5 * sum of squared pixel differences between the two generators' images."""
+    """0.5 * sum of squared pixel differences between the two generators' images
+    (a sum over the batch: a replica's share is the sum over its part)."""
     return 0.5 * tf.reduce_sum(tf.square(new_images - old_images))
 
 
 def ewc_penalty(weights, anchors, fisher, strength):
     """strength / 2 * sum_i F_i (theta_i - theta*_i)^2, the paper's Eq. 9 (EWC on G)."""
     terms = [tf.reduce_sum(f * tf.square(w - a)) for w, a, f in zip(weights, anchors, fisher)]
-    return 0.5 * strength * tf.add_n(terms)
+    return replica_share(0.5 * strength * tf.add_n(terms))

@@ -7,12 +7,13 @@ import os
 import sys
 from dataclasses import dataclass
 
+import distribution
 import evaluate
 import strategies
 import utils
 from classifier import EvaluationError
 from data import DataError, group_by_class, load_dataset
-from training import PRECISIONS, NonFiniteLoss, Task, TaskSpec, Trainer
+from training import PRECISIONS, NonFiniteLoss, ProgressReporter, Task, TaskSpec, Trainer
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class TrainConfig:
     precision: str
     num_tasks: int | None      # main.py: stop after the first N tasks
     classes: int | None        # joint.py: train on the first N classes
+    # Where the run trains (distribution.py): not part of its identity, --resume may change it.
+    distribute: str = 'none'
+    devices: int | None = None
 
     @property
     def settings(self):
@@ -126,6 +130,11 @@ def build_parser(description):
     parser.add_argument('--precision', choices=PRECISIONS, default='float32',
                         help='compute precision; mixed_bfloat16 keeps float32 weights (see README)')
     parser.add_argument('--test', action='store_true', help='evaluate the checkpoint of every task')
+    parser.add_argument('--distribute', choices=distribution.KINDS, default='none',
+                        help='train on one device, on the GPUs of this machine (mirrored) or on the '
+                             'machines in TF_CONFIG (multi_worker); the global batch is split among them')
+    parser.add_argument('--devices', type=positive_int,
+                        help='with --distribute mirrored: the first N GPUs, or N logical CPU devices without a GPU')
     evaluate.add_evaluation_flags(parser)
     return parser
 
@@ -159,7 +168,7 @@ def parse_request(parser, argv, joint=False):
             default_iters = settings.iters
         if args.resume and args.overwrite:
             raise utils.UsageError('--resume and --overwrite exclude each other')
-        problem = evaluate.validate_evaluation_flags(args)
+        problem = distribution.validate(args.distribute, args.devices) or evaluate.validate_evaluation_flags(args)
         if not problem and args.test:  # before minutes of evaluation, not after
             problem = evaluate.check_evaluation_files(args)
         if problem:
@@ -174,7 +183,7 @@ def parse_request(parser, argv, joint=False):
         result_path=result_path, mode=mode, method_options=options, iters=args.iters or default_iters,
         seed=args.seed, sample_every=args.sample_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
         deterministic=args.deterministic, precision=args.precision,
-        num_tasks=args.num_tasks, classes=args.classes)
+        num_tasks=args.num_tasks, classes=args.classes, distribute=args.distribute, devices=args.devices)
     return Request(config, evaluation_config(args, args.seed), args.test, args.resume, args.overwrite)
 
 
@@ -226,7 +235,17 @@ def load_data(config):
 
 def make_trainer(config, data):
     strategy = strategies.strategy_for(config.mode, config.method_options)
-    return Trainer(config, data, strategy, config.settings)
+    try:
+        return Trainer(config, data, strategy, config.settings)
+    except distribution.DistributionError as error:
+        utils.exit_with_usage_error(str(error))
+
+
+def record_distribution(result_path, trainer):
+    """config.json says where the run trains now (--resume may change it); the chief writes it."""
+    if trainer.distribution.is_chief:
+        saved = utils.read_config(result_path)
+        utils.write_config(result_path, {**saved, 'distribution': trainer.distribution.record()})
 
 
 # --- training and testing a run ------------------------------------------------------------------
@@ -236,6 +255,8 @@ def train(request):
     config = request.config
     data = load_data(config)
     tasks = tasks_of(config, data)
+    if not distribution.chief_process(config.distribute):
+        return train_worker(config, data, tasks, request.resume)
     try:
         claim = utils.claim_result_path(config.result_path, config.identity(data), request.resume,
                                         request.overwrite)
@@ -251,6 +272,7 @@ def train(request):
             'settings': dataclasses.asdict(config.settings), 'data': data.provenance,
             'tasks': [task_record(task) for task in tasks]})
     trainer = make_trainer(config, data)
+    record_distribution(config.result_path, trainer)
     try:
         trainer.train(tasks, resume=resuming)
     except NonFiniteLoss as error:
@@ -264,7 +286,23 @@ def train(request):
     except KeyboardInterrupt:
         print(f'\ninterrupted in task {int(trainer.task_index) + 1}. {resume_hint(trainer)}.', file=sys.stderr)
         sys.exit(130)
-    print(f'done: results in {config.result_path}')
+    print(f'done: results in {config.result_path}'
+          + (f' (weights {weights_fingerprint(trainer)})' if trainer.distribution.workers > 1 else ''))
+
+
+def train_worker(config, data, tasks, resume):
+    """A multi_worker process other than the chief: trains in step with it, reads the chief's
+    checkpoint to resume (the result folder must be shared), writes nothing."""
+    trainer = make_trainer(config, data)
+    if resume:
+        trainer.checkpoints.restore_latest()
+    trainer.fit(tasks, [ProgressReporter(config.iters)])
+    print(f'worker done: weights {weights_fingerprint(trainer)}')
+
+
+def weights_fingerprint(trainer):
+    models = trainer.models
+    return distribution.weights_fingerprint(models.generator.weights + models.critic.weights)
 
 
 def resume_hint(trainer):
@@ -301,8 +339,12 @@ def saved_run(result_path, dataset):
 
 def test(request):
     """--test: grids and metrics for the end-of-task checkpoints of a run."""
+    if not distribution.chief_process(request.config.distribute):
+        print('--test evaluates on one device: the chief does it, this worker has nothing to do')
+        return
     result_path = request.config.result_path
     config, tasks = saved_run(result_path, request.config.dataset)
+    config = dataclasses.replace(config, distribute='none', devices=None)  # evaluation runs on one device
     data = load_data(config)
     evaluation = dataclasses.replace(request.evaluation, seed=config.seed)
     try:

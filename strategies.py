@@ -185,7 +185,7 @@ class ElasticWeightConsolidation(Strategy):
 
     def build(self, trainer):
         self.fisher = [tf.Variable(tf.zeros_like(w), trainable=False) for w in trainer.models.generator.weights]
-        self.squared_gradients = tf.function(lambda spec: batch_squared_gradients(trainer, spec))
+        self.squared_gradients = trainer.compile(lambda spec: batch_squared_gradients(trainer, spec))
         return {'fisher': self.fisher}
 
     def end_task(self, trainer, task):
@@ -210,8 +210,10 @@ def batch_squared_gradients(trainer, spec):
         loss = ops.generator_wasserstein_loss(scores) + ops.classification_loss(logits, labels)
     gradients = tape.gradient(loss, generator.weights)
     # class rows of conditional batch norm get sparse gradients; unused rows are zero
-    return [tf.square(tf.convert_to_tensor(g)) if g is not None else tf.zeros_like(w)
-            for g, w in zip(gradients, generator.weights)]
+    gradients = [tf.convert_to_tensor(g) if g is not None else tf.zeros_like(w)
+                 for g, w in zip(gradients, generator.weights)]
+    # Under tf.distribute the batch's gradient is the sum of the replicas' shares; square it whole.
+    return [ops.replica_share(tf.square(g)) for g in ops.replica_sum(gradients)]
 
 
 # --- DGR ---------------------------------------------------------------------------------
@@ -246,8 +248,8 @@ class DeepGenerativeReplay(Strategy):
         self.old_solver.trainable = False
         self.optimizer = keras.optimizers.Adam(SOLVER_LEARNING_RATE)
         self.optimizer.build(self.solver.trainable_variables)
-        self.train_on_real = tf.function(lambda spec: self._solver_update(trainer, spec, with_replay=False))
-        self.train_with_replay = tf.function(lambda spec: self._solver_update(trainer, spec, with_replay=True))
+        self.train_on_real = trainer.compile(lambda spec: self._solver_update(trainer, spec, with_replay=False))
+        self.train_with_replay = trainer.compile(lambda spec: self._solver_update(trainer, spec, with_replay=True))
         self.label = tf.function(lambda images: tf.argmax(self.solver(images)[1], axis=-1, output_type=tf.int32))
         return {'solver': self.solver, 'old_solver': self.old_solver, 'solver_optimizer': self.optimizer}
 
@@ -264,8 +266,8 @@ class DeepGenerativeReplay(Strategy):
     def _solver_update(self, trainer, spec, with_replay):
         images, labels = trainer.real_batch(spec)
         if with_replay:
-            replays = trainer.models.old_generator(self.rng.normal([BATCH_SIZE, model.Z_DIM]),
-                                                   tf.zeros([BATCH_SIZE], tf.int32))
+            replays = trainer.models.old_generator(ops.replica_part(self.rng.normal([BATCH_SIZE, model.Z_DIM])),
+                                                   ops.replica_part(tf.zeros([BATCH_SIZE], tf.int32)))
             replay_labels = tf.argmax(self.old_solver(replays)[1], axis=-1, output_type=tf.int32)
             images, labels = tf.concat([images, replays], 0), tf.concat([labels, replay_labels], 0)
         with tf.GradientTape() as tape:
@@ -277,7 +279,7 @@ class DeepGenerativeReplay(Strategy):
     def critic_terms(self, models, replay):
         replays, fakes = replay.images(models.old_generator), replay.images(models.generator)
         (replay_scores, _), (fake_scores, _) = model.critic_pass(models.critic, replays, fakes)
-        alpha = ops.sample_interpolation_weights(self.rng, BATCH_SIZE)
+        alpha = ops.replica_part(ops.sample_interpolation_weights(self.rng, BATCH_SIZE))
         penalty = ops.gradient_penalty(lambda x: models.critic(x)[0], replays, fakes, alpha)
         return {'dgr_replay_critic': ops.critic_wasserstein_loss(replay_scores, fake_scores)
                 + GRADIENT_PENALTY_WEIGHT * penalty}

@@ -17,6 +17,7 @@ import model
 import ops
 import utils
 from data import group_by_class
+from distribution import make_distribution
 from sampling import BATCH_SIZE, MixedBatchSampler, generate_in_batches, trains_mixed_batches
 
 CRITIC_STEPS = 5
@@ -105,15 +106,30 @@ class Trainer:
     """Models, optimisers, random state, the compiled step and the task transitions of one run."""
 
     def __init__(self, config, data, strategy, settings):
+        # First: logical CPU devices for --devices must be set up before TensorFlow's runtime.
+        self.distribution = make_distribution(config.distribute, config.devices)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
         self.config, self.data, self.strategy = config, data, strategy
+        self.rng = self.distribution.random_generator(config.seed)
+        # The loop's counters stay plain variables (read as Python ints), outside the scope.
+        self.task_index = tf.Variable(0, dtype=tf.int64)   # tasks finished
+        self.iteration = tf.Variable(0, dtype=tf.int64)    # iterations done in the current task
+        with self.distribution.scope():
+            self._build(data, strategy, settings)
+        self.checkpoints = utils.RunCheckpoints(config.result_path, self.checkpoint)
+        self.train_step = self.compile(self._train_step)
+        self.generate = tf.function(self.models.generator.call)
+
+    def _build(self, data, strategy, settings):
+        """Networks, optimisers and variables: under the distribution's scope, so that
+        tf.distribute mirrors them on every replica."""
         self.split_replay_batch = settings.split_replay_batch
         self.network_settings = dict(architecture=settings.architecture, num_classes=data.num_classes,
                                      image_shape=data.image_shape)
         # The policy is read when layers are made: only the GAN gets it, not the evaluation classifier.
-        keras.mixed_precision.set_global_policy(config.precision)
+        keras.mixed_precision.set_global_policy(self.config.precision)
         generators = [model.build_generator(**self.network_settings, conditional=strategy.conditional)
                       for _ in range(2)]
         self.models = Models(generators[0], model.build_critic(**self.network_settings), generators[1])
@@ -122,9 +138,6 @@ class Trainer:
         self.generator_optimizer, self.critic_optimizer = make_adam(), make_adam()
         self.generator_optimizer.build(self.models.generator.trainable_variables)
         self.critic_optimizer.build(self.models.critic.trainable_variables)
-        self.rng = tf.random.Generator.from_seed(config.seed)
-        self.task_index = tf.Variable(0, dtype=tf.int64)   # tasks finished
-        self.iteration = tf.Variable(0, dtype=tf.int64)    # iterations done in the current task
         pool_images, pool_labels, _ = group_by_class(data.train_x, data.train_y, data.num_classes)
         # Eager tensors are captured by reference: batches are drawn in-graph from memory.
         self.pool_images = tf.constant(pool_images)
@@ -135,9 +148,11 @@ class Trainer:
             old_generator=self.models.old_generator, generator_optimizer=self.generator_optimizer,
             critic_optimizer=self.critic_optimizer, rng=self.rng, task_index=self.task_index,
             iteration=self.iteration, **{f'strategy_{name}': value for name, value in strategy_state.items()})))
-        self.checkpoints = utils.RunCheckpoints(config.result_path, self.checkpoint)
-        self.train_step = tf.function(self._train_step)
-        self.generate = tf.function(self.models.generator.call)
+
+    def compile(self, step):
+        """step compiled to run where the run trains; under tf.distribute on every replica,
+        with each output summed over them (a replica returns its share)."""
+        return self.distribution.compile(step)
 
     @staticmethod
     def spec_tensors(task):
@@ -151,24 +166,25 @@ class Trainer:
         return {**critic_metrics, **self._generator_update(spec)}
 
     def real_batch(self, spec):
-        index = self.rng.uniform([BATCH_SIZE], spec.real_start, spec.real_end, dtype=tf.int32)
+        # Draws are global batches; each replica keeps its part (unchanged on one device).
+        index = ops.replica_part(self.rng.uniform([BATCH_SIZE], spec.real_start, spec.real_end, dtype=tf.int32))
         images = tf.cast(tf.gather(self.pool_images, index), tf.float32) / 127.5 - 1.0
         return images, tf.gather(self.pool_labels, index)
 
     def fake_inputs(self, spec):
         labels = self.rng.uniform([BATCH_SIZE], spec.fake_label_low, spec.fake_label_high, dtype=tf.int32)
-        return self.rng.normal([BATCH_SIZE, model.Z_DIM]), labels
+        return ops.replica_part(self.rng.normal([BATCH_SIZE, model.Z_DIM])), ops.replica_part(labels)
 
     def replay_batch(self, earlier_classes):
         """Noise and labels for the earlier classes, as the strategy's replay asks."""
         if self.strategy.replay == 'unconditional':
-            z = self.rng.normal([BATCH_SIZE, model.Z_DIM])
-            return Replay(z, tf.zeros([BATCH_SIZE], tf.int32), None, tf.constant(1.0))
+            z = ops.replica_part(self.rng.normal([BATCH_SIZE, model.Z_DIM]))
+            return Replay(z, ops.replica_part(tf.zeros([BATCH_SIZE], tf.int32)), None, tf.constant(1.0))
         per_class = BATCH_SIZE // earlier_classes if self.split_replay_batch else BATCH_SIZE
         labels = tf.repeat(tf.range(earlier_classes), per_class)
-        z = self.rng.normal([tf.size(labels), model.Z_DIM])
+        z = ops.replica_part(self.rng.normal([tf.size(labels), model.Z_DIM]), groups=earlier_classes)
         scale = tf.cast(earlier_classes if self.split_replay_batch else 1, tf.float32)
-        return Replay(z, labels, earlier_classes, scale)
+        return Replay(z, ops.replica_part(labels, groups=earlier_classes), earlier_classes, scale)
 
     def replay_terms(self, spec, side):
         """The strategy's terms for one side ('critic' or 'generator') on a fresh replay
@@ -180,11 +196,12 @@ class Trainer:
 
         def with_replay():
             # Checked here, at tracing: a wrong name fails at the first step, not inside tf.cond.
-            return self.strategy.check_terms(terms(self.models, self.replay_batch(spec.earlier_classes)),
-                                             names, side)
+            # At least one class: under tf.distribute this branch also runs in the first task.
+            earlier_classes = tf.maximum(spec.earlier_classes, 1)
+            return self.strategy.check_terms(terms(self.models, self.replay_batch(earlier_classes)), names, side)
 
-        return tf.cond(spec.earlier_classes > 0, with_replay,
-                       lambda: {name: tf.constant(0.0) for name in names})
+        return self.distribution.cond(spec.earlier_classes > 0, with_replay,
+                                      lambda: {name: tf.constant(0.0) for name in names})
 
     def _auxiliary_loss(self, logits, labels):
         """The AC-GAN term; an unconditional method (DGR) has none."""
@@ -194,7 +211,7 @@ class Trainer:
         critic = self.models.critic
         real_images, real_labels = self.real_batch(spec)
         fake_images = self.models.generator(*self.fake_inputs(spec))
-        alpha = ops.sample_interpolation_weights(self.rng, BATCH_SIZE)
+        alpha = ops.replica_part(ops.sample_interpolation_weights(self.rng, BATCH_SIZE))
         with tf.GradientTape() as tape:
             (real_scores, real_logits), (fake_scores, _) = model.critic_pass(critic, real_images, fake_images)
             wasserstein = ops.critic_wasserstein_loss(real_scores, fake_scores)

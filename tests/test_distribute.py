@@ -1,0 +1,372 @@
+"""--distribute: the mirrored step computes what the single-device step computes, and
+bad setups are usage errors.
+
+TensorFlow's logical CPU devices must be set up before its runtime starts, so the
+comparison runs in a child process: this file run as a script (see the bottom).
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = ('sft', 'ra', 'jtr', 'ewc', 'dgr', 'joint')
+METHOD_FLAGS = {'sft': [], 'ra': ['--RA'], 'jtr': ['--JTR'], 'ewc': ['--EWC'], 'dgr': ['--DGR'], 'joint': []}
+STEPS_PER_TASK = 2
+
+
+def compare_in_child(modes, per_replica_statistics=False):
+    """{mode: how the mirrored run differs from the single-device run (see compare_mode)}."""
+    argv = [sys.executable, os.path.abspath(__file__), *modes]
+    if per_replica_statistics:
+        argv.append('--per_replica_statistics')
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def assert_same_training(found):
+    """Float differences only: the first iteration's losses agree to float precision, later
+    ones (after Adam has amplified them) nearly; weights too; random state, iterations and
+    the replicas' copies exactly."""
+    assert found['replicas'] == 2 and found['copies'] > 0 and not found['unequal_copies']
+    assert not found['unequal_counters'] and found['counters'] >= 3
+    assert found['first_metrics'] < 1e-5
+    assert found['metrics'] < 5e-4
+    assert found['weights'] < 1e-6
+
+
+@pytest.mark.slow
+def test_mirrored_step_on_two_devices_matches_one_device_in_every_mode():
+    differences = compare_in_child(MODES)
+    failed = {}
+    for mode in MODES:
+        try:
+            assert_same_training(differences[mode])
+        except AssertionError:
+            failed[mode] = differences[mode]
+    assert not failed
+
+
+@pytest.mark.slow
+def test_the_comparison_fails_with_per_replica_batch_statistics():
+    """The control: batch norm on each replica's half of the batch is what the
+    comparison must catch (the other terms are per sample or summed)."""
+    found = compare_in_child(['ra'], per_replica_statistics=True)['ra']
+    assert found['first_metrics'] > 1e-3 and found['weights'] > 1e-6, found
+    with pytest.raises(AssertionError):
+        assert_same_training(found)
+
+
+def test_replica_helpers_change_nothing_on_one_device():
+    import tensorflow as tf
+
+    import ops
+    x = tf.reshape(tf.range(24, dtype=tf.float32), [6, 2, 2, 1])
+    assert ops.replica_count() == 1
+    assert ops.replica_part(x) is x and ops.replica_share(x) is x and ops.replica_sum([x])[0] is x
+    assert float(ops.batch_mean(tf.constant([1.0, 2.0, 6.0]))) == 3.0
+
+
+def test_replica_helpers_on_two_replicas():
+    """Numbers pinned in a child with two logical CPU devices: each replica's part of a
+    batch of 3 groups of 21 (10 and 11 of each group), the global mean of unequal parts, and
+    statistics over the global batch and over each global group."""
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), '--helpers'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found['parts'] == [[*range(0, 10), *range(21, 31), *range(42, 52)],
+                              [*range(10, 21), *range(31, 42), *range(52, 63)]]
+    assert found['plain_parts'] == [list(range(0, 3)), list(range(3, 7))]
+    assert found['batch_mean'] == pytest.approx(3.0) and found['shares'] == pytest.approx([9 / 7, 12 / 7])
+    assert found['share'] == [0.5, 0.5] and found['replicas'] == [2, 2]
+    assert found['standardize_gap'] < 1e-5 and found['group_gap'] < 1e-5
+
+
+def helpers_child():
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import distribution
+    import ops
+    strategy = distribution.make_distribution('mirrored', 2).strategy
+    x = tf.random.stateless_normal([63, 4, 4, 3], seed=[5, 6]) * 3.0 + 1.0
+
+    def replica():
+        values = ops.replica_part(tf.constant([1.0, 2.0, 6.0, 3.0, 2.0, 4.0, 3.0]))  # 3 and 4 values
+        return {'parts': ops.replica_part(tf.range(63), groups=3), 'plain_parts': ops.replica_part(tf.range(7)),
+                'share': ops.replica_share(tf.constant(1.0)), 'replicas': tf.constant(ops.replica_count()),
+                'batch_mean': ops.batch_mean(values), 'standardized': ops.batch_standardize(ops.replica_part(x)),
+                'grouped': ops.batch_standardize(ops.replica_part(x, groups=3), groups=3)}
+
+    out = strategy.run(tf.function(replica))
+    local = {name: [value.numpy() for value in strategy.experimental_local_results(value)]
+             for name, value in out.items()}
+    standardized = np.concatenate(local['standardized'])  # the replicas' parts in order
+    by_group = np.concatenate([part.reshape(3, -1, 4, 4, 3) for part in local['grouped']], axis=1)
+    print(json.dumps({
+        'parts': [part.tolist() for part in local['parts']],
+        'plain_parts': [part.tolist() for part in local['plain_parts']],
+        'share': [float(v) for v in local['share']], 'replicas': [int(v) for v in local['replicas']],
+        'shares': [float(v) for v in local['batch_mean']], 'batch_mean': float(sum(local['batch_mean'])),
+        'standardize_gap': float(np.max(np.abs(standardized - ops.batch_standardize(x).numpy()))),
+        'group_gap': float(np.max(np.abs(by_group.reshape(63, 4, 4, 3)
+                                         - ops.batch_standardize(x, groups=3).numpy())))}))
+
+
+# --- bad setups ----------------------------------------------------------------------------------
+
+
+
+@pytest.mark.parametrize('flags, tf_config, message', [
+    (['--distribute', 'multi_worker'], None, 'needs the TF_CONFIG environment variable'),
+    (['--distribute', 'multi_worker'], '{"cluster": {"worker": ["localhost:1"]', 'TF_CONFIG is not valid JSON'),
+    (['--distribute', 'multi_worker'], '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", '
+                                       '"index": 3}}', 'task index 3'),
+    (['--distribute', 'mirrored', '--devices', '0'], None, 'must be at least 1'),
+    (['--devices', '2'], None, '--devices needs --distribute mirrored'),
+], ids=['no-tf-config', 'tf-config-not-json', 'tf-config-bad-index', 'devices-0', 'devices-without-mirrored'])
+def test_bad_distribution_setups_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch, flags, tf_config, message):
+    import main
+    monkeypatch.delenv('TF_CONFIG', raising=False)
+    if tf_config is not None:
+        monkeypatch.setenv('TF_CONFIG', tf_config)
+    result = tmp_path / 'never'
+    with pytest.raises(SystemExit) as stop:
+        main.main(['--dataset', 'mnist_5k', '--iters', '1', '--result_path', str(result), *flags])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and message in error, error
+    assert not result.exists()
+
+
+def test_distribution_is_not_part_of_the_run_identity(tmp_path):
+    import runs
+    from data import load_dataset
+    data = load_dataset('mnist_5k', None)
+    one = runs.default_config('mnist_5k', tmp_path)
+    two = runs.default_config('mnist_5k', tmp_path, flags=['--distribute', 'mirrored', '--devices', '2'])
+    assert (two.distribute, two.devices) == ('mirrored', 2) and (one.distribute, one.devices) == ('none', None)
+    assert one.identity(data) == two.identity(data)
+
+
+@pytest.mark.slow
+def test_a_run_started_on_one_device_resumes_mirrored_and_is_tested_on_one(tmp_path):
+    """--resume may change the distribution: the weights are the same."""
+    result = tmp_path / 'run'
+    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
+            '--iters', '4', '--ckpt_every', '2', '--sample_every', '100', '--result_path', str(result)]
+    first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    index = result / 'checkpoints' / 'latest' / 'checkpoint'
+    deadline = time.monotonic() + 600
+    while not (index.exists() and '"ckpt-1"' in index.read_text()):
+        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert json.loads((result / 'config.json').read_text())['distribution']['distribute'] == 'none'
+    resumed = subprocess.run(argv + ['--resume', '--distribute', 'mirrored', '--devices', '2'], cwd=ROOT,
+                             capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0 and 'resuming at task 1, iteration 2' in resumed.stderr, resumed.stderr[-3000:]
+    config = json.loads((result / 'config.json').read_text())
+    assert config['distribution'] == {'distribute': 'mirrored', 'replicas': 2, 'workers': 1}
+    assert config['args']['distribute'] == 'none'  # the flags the run was started with
+    values = checkpoint_file_values(str(result / 'checkpoints' / 'tasks' / 'task_2'))
+    assert all(np.all(np.isfinite(value)) for value in values.values() if value.dtype.kind == 'f')
+    assert (result / 'samples' / 'task_2_iter_4_class_1.png').exists() and os.listdir(result / 'logs')
+    tested = subprocess.run([sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--test',
+                             '--result_path', str(result), '--classifier_dir', str(tmp_path / 'classifiers'),
+                             '--eval_samples', '64', '--reverse_samples', '64', '--reverse_epochs', '1',
+                             '--fid_samples', '64'], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert len(json.loads((result / 'results.json').read_text())['tasks']) == 2
+
+
+# --- multi_worker: two local worker processes ------------------------------------------------------
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(('localhost', 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def start_job(result, extra=()):
+    """The chief (worker 0) and worker 1 of a two-process cluster on localhost."""
+    workers = [f'localhost:{port}' for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({'cluster': {'worker': workers},
+                                                     'task': {'type': 'worker', 'index': index}}))
+        argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
+                '--iters', '6', '--ckpt_every', '3', '--sample_every', '100', '--distribute', 'multi_worker',
+                '--result_path', str(result), *extra]
+        processes.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True))
+    return processes
+
+
+def finish(processes):
+    outputs = [process.communicate(timeout=900) for process in processes]
+    for process, (_, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    return [out for out, _ in outputs]
+
+
+def checkpoint_file_values(prefix):
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if 'OBJECT_GRAPH' not in name}
+
+
+@pytest.mark.slow
+def test_multi_worker_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
+    """SIGKILL of the non-chief worker mid-task, the chief stopped too, the job started
+    again with --resume: it ends with the uninterrupted job's weights, on both workers."""
+    straight = finish(start_job(tmp_path / 'straight'))
+    chief, worker = start_job(tmp_path / 'interrupted')
+    index = tmp_path / 'interrupted' / 'checkpoints' / 'latest' / 'checkpoint'
+    deadline = time.monotonic() + 600
+    while not (index.exists() and '"ckpt-1"' in index.read_text()):
+        assert chief.poll() is None and time.monotonic() < deadline, chief.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    try:  # the chief stops on the lost peer, or waits for it: then it is stopped too
+        chief.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(chief.pid, signal.SIGKILL)
+        chief.wait()
+    assert not (tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_1.index').exists()
+    resumed = finish(start_job(tmp_path / 'interrupted', ['--resume']))
+    fingerprints = [out.strip().splitlines()[-1].split('weights ')[-1].strip(')') for out in straight + resumed]
+    assert len(set(fingerprints)) == 1, (straight, resumed)
+    config = json.loads((tmp_path / 'interrupted' / 'config.json').read_text())
+    assert config['distribution'] == {'distribute': 'multi_worker', 'replicas': 2, 'workers': 2}
+    expected = checkpoint_file_values(str(tmp_path / 'straight' / 'checkpoints' / 'tasks' / 'task_2'))
+    actual = checkpoint_file_values(str(tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2'))
+    assert expected.keys() == actual.keys() and len(expected) > 20
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-5, err_msg=name)
+
+
+# --- the child: both trainers in one process with two logical CPU devices ---------------------------
+
+def child(modes, per_replica_statistics):
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    import ops
+    import strategies
+    import training
+    from data import load_dataset
+    strategies.FISHER_BATCHES, strategies.SOLVER_STEPS = 2, 2  # the end-of-task work, shortened
+    # Adam with the paper's epsilon (1e-8) makes every gradient element a step of about the
+    # learning rate, so float noise in gradients that are 0 in exact arithmetic (biases before
+    # batch norm) becomes whole steps. With epsilon 1 a step is proportional to the gradient,
+    # and weights differ only as much as the gradients do.
+    training.make_adam = lambda: keras.optimizers.Adam(training.LEARNING_RATE, beta_1=training.ADAM_BETAS[0],
+                                                       beta_2=training.ADAM_BETAS[1], epsilon=1.0)
+    if per_replica_statistics:
+        ops.cross_replica_standardize = per_replica_standardize
+    data, scratch = load_dataset('mnist_5k', None), tempfile.mkdtemp()
+    print(json.dumps({mode: compare_mode(mode, data, scratch) for mode in modes}))
+
+
+def compare_mode(mode, data, scratch):
+    """Two tasks of `mode` on one device and mirrored on two, from the same seed."""
+    import numpy as np
+
+    import runs
+    trained = {}
+    for distribute in ('none', 'mirrored'):
+        flags = METHOD_FLAGS[mode] + ['--distribute', distribute] + (['--devices', '2'] if distribute != 'none' else [])
+        config = runs.default_config('mnist_5k', scratch, joint=mode == 'joint', flags=flags, iters=STEPS_PER_TASK,
+                                     classes=3 if mode == 'joint' else None)
+        trainer = runs.make_trainer(config, data)
+        initial = trainer_values(trainer)
+        metrics = train_two_tasks(trainer, runs.tasks_of(config, data)[:2])
+        trained[distribute] = (initial, metrics, trainer_values(trainer), trainer.distribution.replicas)
+    (initial, metrics_one, one, _), (initial_two, metrics_two, two, replicas) = trained['none'], trained['mirrored']
+    copies = [k for k in two if '/replica_' in k]
+    unequal_copies = [k for k in copies if not np.array_equal(two[k], two[k.rsplit('/', 1)[0]])]
+    two = {k: value for k, value in two.items() if '/replica_' not in k}
+    assert one.keys() == two.keys() and all(np.array_equal(initial[k], initial_two[k]) for k in initial)
+    step_gaps = [max(abs(a - b) / max(abs(a), 1.0) for a, b in zip(step_one, step_two))
+                 for step_one, step_two in zip(metrics_one, metrics_two)]
+    # Weights, Fisher, solver: what differs as a share of what training changed. Adam's
+    # moments are left out: those of biases before batch norm are float noise.
+    moved = [k for k, value in one.items() if value.dtype.kind == 'f' and 'optimizer' not in k
+             and 'rng' not in k and np.any(value != initial[k])]
+    difference = np.sqrt(sum(np.sum(np.square(two[k] - one[k]), dtype=np.float64) for k in moved))
+    change = np.sqrt(sum(np.sum(np.square(one[k] - initial[k]), dtype=np.float64) for k in moved))
+    counters = [k for k, value in one.items() if value.dtype.kind in 'iu']  # random state, iterations
+    return {'first_metrics': step_gaps[0], 'metrics': max(step_gaps), 'weights': float(difference / change),
+            'moved': len(moved), 'unequal_counters': [k for k in counters if not np.array_equal(one[k], two[k])],
+            'counters': len(counters), 'replicas': replicas, 'copies': len(copies), 'unequal_copies': unequal_copies}
+
+
+def train_two_tasks(trainer, tasks):
+    """Every metric of every step; the second task replays the first."""
+    metrics = []
+    for task in tasks:
+        trainer.begin_task(task)
+        for _ in range(STEPS_PER_TASK):
+            values = trainer.train_step(trainer.spec_tensors(task))
+            metrics.append([float(values[name]) for name in sorted(values)])
+        trainer.end_task(task)
+    return metrics
+
+
+def trainer_values(trainer):
+    """{name: value} of the networks, optimisers, random state and the method's state; each
+    replica's copy under tf.distribute (name/replica_N), which must all be equal."""
+    import keras
+    import numpy as np
+    strategy = trainer.strategy
+    groups = {'generator': trainer.models.generator.weights, 'critic': trainer.models.critic.weights,
+              'old_generator': trainer.models.old_generator.weights,
+              'generator_optimizer': trainer.generator_optimizer.variables,
+              'critic_optimizer': trainer.critic_optimizer.variables, 'rng': [trainer.rng.state],
+              'fisher': getattr(strategy, 'fisher', []),
+              'solver': strategy.solver.weights if hasattr(strategy, 'solver') else [],
+              'old_solver': strategy.old_solver.weights if hasattr(strategy, 'old_solver') else []}
+    values = {}
+    for group, variables in groups.items():
+        for index, variable in enumerate(variables):
+            if isinstance(variable, keras.Variable):
+                variable = variable.value  # its tf.Variable (mirrored under tf.distribute)
+            copies = getattr(variable, 'values', None) or (variable,)
+            for replica, copy in enumerate(copies):
+                values[f'{group}/{index}' + (f'/replica_{replica}' if replica else '')] = np.array(copy.numpy())
+    return values
+
+
+def per_replica_standardize(x, groups=None, epsilon=1e-5):
+    """The mistake the comparison must catch: statistics of this replica's part only."""
+    import tensorflow as tf
+
+    import ops
+    shape = tf.shape(x)
+    grouped = tf.reshape(x, [1 if groups is None else groups, -1, *x.shape[1:]])
+    return tf.reshape(ops.standardize(grouped, axes=[1, 2, 3], epsilon=epsilon), shape)
+
+
+if __name__ == '__main__':
+    sys.path.insert(0, ROOT)
+    arguments = sys.argv[1:]
+    if '--helpers' in arguments:
+        sys.exit(helpers_child())
+    child([a for a in arguments if not a.startswith('--')], '--per_replica_statistics' in arguments)
