@@ -166,10 +166,12 @@ def measured_paper(runs, paper=None):
 
 
 def run_label(results):
-    """'MeRGAN-RA'; a joint run names its classes: 'Joint (5 classes)'."""
+    """'MeRGAN-RA'; a joint run names its classes: 'Joint (5 classes)'; EWC its lambda."""
     method = METHOD_OF_MODE[results['mode']]
     if results['mode'] == 'joint' and results['tasks']:
         return f"{method} ({len(results['tasks'][-1]['seen_classes'])} classes)"
+    if results['mode'] == 'ewc' and results.get('run', {}).get('EWC_lambda') is not None:
+        return f"{method} (lambda {results['run']['EWC_lambda']:g})"  # a sweep's runs differ only there
     return method
 
 

@@ -197,3 +197,11 @@ def test_accuracy_after_each_task_series_and_plot(runs, tmp_path):
     assert report.main(folders + ['--out', str(tmp_path / 'c.png'), '--accuracy_plot', str(plot)]) == 0
     with Image.open(plot) as image:
         assert image.size == (700, 450)  # 7 x 4.5 inches at 100 dpi
+
+
+def test_run_labels_name_joint_classes_and_the_ewc_strength():
+    joint = {'mode': 'joint', 'tasks': [{'seen_classes': [0, 1, 2, 3, 4]}], 'run': {}}
+    ewc = {'mode': 'ewc', 'tasks': [], 'run': {'EWC_lambda': 1e7}}
+    assert report.run_label(joint) == 'Joint (5 classes)'
+    assert report.run_label(ewc) == 'EWC (lambda 1e+07)'
+    assert report.run_label({'mode': 'ra', 'tasks': [], 'run': {'RA_factor': 1e-3}}) == 'MeRGAN-RA'
