@@ -143,19 +143,24 @@ def task_for(mode, offsets, num_classes):
     return runs.sequential_tasks(offsets, REPLAY_TASK)[REPLAY_TASK - 1 if mode != 'sft' else 0]
 
 
+def time_steps(trainer, spec, iterations):
+    """Seconds for `iterations` calls of the real step, after tracing and warming up."""
+    for _ in range(3):
+        trainer.train_step(spec)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        metrics = trainer.train_step(spec)
+    float(metrics['critic/loss'])  # waits for the last step
+    return time.perf_counter() - start
+
+
 def time_mode(mode, data, precision, iterations, matmul_rate):
     _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
     task = task_for(mode, offsets, data.num_classes)
     with tempfile.TemporaryDirectory() as result_path:
         trainer = make_trainer(mode, data, precision, result_path)
         spec = trainer.spec_tensors(task)
-        for _ in range(3):  # trace and warm up
-            trainer.train_step(spec)
-        start = time.perf_counter()
-        for _ in range(iterations):
-            metrics = trainer.train_step(spec)
-        float(metrics['critic/loss'])
-        seconds = time.perf_counter() - start
+        seconds = time_steps(trainer, spec, iterations)
         profiled = profiler_gflop_per_iteration(trainer, spec)
         traces = trainer.train_step.experimental_get_tracing_count()
     rate = iterations / seconds
@@ -231,15 +236,9 @@ def distribution_child(iterations):
     for name, flags in (('none', []), ('mirrored_2', ['--distribute', 'mirrored', '--devices', '2'])):
         with tempfile.TemporaryDirectory() as result_path:
             trainer = runs.make_trainer(runs.default_config('mnist_5k', result_path, flags=flags), data)
-            spec = trainer.spec_tensors(task)
-            for _ in range(3):  # trace and warm up
-                trainer.train_step(spec)
-            start = time.perf_counter()
-            for _ in range(iterations):
-                metrics = trainer.train_step(spec)
-            float(metrics['critic/loss'])
+            seconds = time_steps(trainer, trainer.spec_tensors(task), iterations)
             devices = getattr(trainer.distribution, 'strategy', None)
-            rates[name] = {'gen_iters_per_s': iterations / (time.perf_counter() - start),
+            rates[name] = {'gen_iters_per_s': iterations / seconds,
                            'devices': list(devices.extended.worker_devices) if devices else ['default']}
     print(json.dumps(rates))
 
