@@ -15,13 +15,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-
-import numpy as np
 
 import quiet  # noqa: F401  (before TensorFlow loads)
 import tensorflow as tf
