@@ -308,7 +308,7 @@ def weights_fingerprint(trainer):
 def resume_hint(trainer):
     latest = trainer.checkpoints.latest_description()
     if latest is None:
-        return 'No checkpoint was written yet: run the same command again to start over'
+        return 'No checkpoint was written yet: add --overwrite to the same command to start over'
     return f'The last checkpoint ({latest}) is intact: add --resume to continue from it'
 
 
