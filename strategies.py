@@ -14,6 +14,7 @@ Adding a method means one class here, registered in STRATEGIES, and its tests.
 """
 import argparse
 import math
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -36,12 +37,18 @@ def positive_float(text):
     return value
 
 
+class Option(NamedTuple):
+    """A method's own number flag (e.g. --RA_factor): must be finite and above 0."""
+    help: str
+    default: object              # dataset_settings -> the value when the flag is not given
+
+
 class Strategy:
     """Sequential fine tuning is the base: no extra terms, no extra state."""
     name = 'sft'
     flag = None                  # the command-line switch selecting the method
     help = ''
-    option_names = ()            # flags of the method's own options, as argparse dests
+    options = {}                 # flag name (also the keyword of __init__) -> Option
     critic_term_names = ()
     generator_term_names = ()
     conditional = True           # False: unconditional G and no auxiliary-classifier terms
@@ -50,11 +57,14 @@ class Strategy:
     @classmethod
     def add_option_flags(cls, parser):
         """Flags of the method's own options (defaults None: 'not given')."""
+        for name, option in cls.options.items():
+            parser.add_argument(f'--{name}', type=positive_float, help=option.help)
 
     @classmethod
     def options_from_args(cls, args, dataset_settings):
         """The method's options as a JSON-able dict, from parsed flags."""
-        return {}
+        return {name: getattr(args, name) or option.default(dataset_settings)
+                for name, option in cls.options.items()}
 
     def build(self, trainer):
         """Make what the method needs beside the GAN; returns {name: trackable} to checkpoint."""
@@ -104,19 +114,11 @@ class ReplayAlignment(Strategy):
     flag = '--RA'
     help = 'MeRGAN replay alignment'
     generator_term_names = ('replay_alignment',)
-    option_names = ('RA_factor',)
+    options = {'RA_factor': Option("weight of the alignment loss (default: the paper's, per dataset)",
+                                   lambda settings: settings.ra_factor)}
 
     def __init__(self, RA_factor):
         self.factor = RA_factor
-
-    @classmethod
-    def add_option_flags(cls, parser):
-        parser.add_argument('--RA_factor', type=positive_float,
-                            help='weight of the alignment loss (default: the paper\'s, per dataset)')
-
-    @classmethod
-    def options_from_args(cls, args, dataset_settings):
-        return {'RA_factor': args.RA_factor or dataset_settings.ra_factor}
 
     def generator_terms(self, models, replay):
         loss = ops.replay_alignment_loss(replay.images(models.generator), replay.images(models.old_generator))
@@ -170,18 +172,10 @@ class ElasticWeightConsolidation(Strategy):
     flag = '--EWC'
     help = 'elastic weight consolidation on the generator (baseline)'
     generator_term_names = ('ewc_penalty',)
-    option_names = ('EWC_lambda',)
+    options = {'EWC_lambda': Option("EWC strength (default: the paper's 1e9)", lambda settings: 1e9)}
 
     def __init__(self, EWC_lambda):
         self.strength = EWC_lambda
-
-    @classmethod
-    def add_option_flags(cls, parser):
-        parser.add_argument('--EWC_lambda', type=positive_float, help='EWC strength (default: the paper\'s 1e9)')
-
-    @classmethod
-    def options_from_args(cls, args, dataset_settings):
-        return {'EWC_lambda': args.EWC_lambda or 1e9}
 
     def build(self, trainer):
         self.fisher = [tf.Variable(tf.zeros_like(w), trainable=False) for w in trainer.models.generator.weights]
@@ -315,7 +309,7 @@ def method_from_args(args, dataset_settings):
     if len(chosen) > 1:
         raise UsageError('choose one method: ' + ' or '.join(cls.flag for cls in chosen))
     for cls in SELECTABLE:
-        for name in cls.option_names:
+        for name in cls.options:
             if getattr(args, name) is not None and cls not in chosen:
                 raise UsageError(f'--{name} needs {cls.flag}')
     method = chosen[0] if chosen else SequentialFineTuning

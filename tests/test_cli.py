@@ -165,15 +165,15 @@ def start_training(result, method, extra=()):
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(process, result, name):
+def wait_for_checkpoint(process, result, name, timeout=300):
     """Until checkpoints/latest names checkpoint `name` (ckpt-N counts saves, task ends included)."""
     index = result / 'checkpoints' / 'latest' / 'checkpoint'
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
         if index.exists() and f'"{name}"' in index.read_text():
             return
         time.sleep(0.05)
-    raise AssertionError(f'no {name} while running: {process.stderr.read()}')
+    raise AssertionError(f'no {name} while running: {process.stderr.read()[-3000:]}')
 
 
 # RA is killed at its first checkpoint; EWC and DGR in task 2, so that what they keep

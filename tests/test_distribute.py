@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import pytest
@@ -164,11 +163,8 @@ def test_a_run_started_on_one_device_resumes_mirrored_and_is_tested_on_one(tmp_p
     argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
             '--iters', '4', '--ckpt_every', '2', '--sample_every', '100', '--result_path', str(result)]
     first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    index = result / 'checkpoints' / 'latest' / 'checkpoint'
-    deadline = time.monotonic() + 600
-    while not (index.exists() and '"ckpt-1"' in index.read_text()):
-        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-3000:]
-        time.sleep(0.05)
+    from test_cli import wait_for_checkpoint  # here: this file also runs as a child script
+    wait_for_checkpoint(first, result, 'ckpt-1', timeout=600)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert json.loads((result / 'config.json').read_text())['distribution']['distribute'] == 'none'
@@ -235,11 +231,8 @@ def test_multi_worker_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_
     again with --resume: it ends with the uninterrupted job's weights, on both workers."""
     straight = finish(start_job(tmp_path / 'straight'))
     chief, worker = start_job(tmp_path / 'interrupted')
-    index = tmp_path / 'interrupted' / 'checkpoints' / 'latest' / 'checkpoint'
-    deadline = time.monotonic() + 600
-    while not (index.exists() and '"ckpt-1"' in index.read_text()):
-        assert chief.poll() is None and time.monotonic() < deadline, chief.stderr.read()[-3000:]
-        time.sleep(0.05)
+    from test_cli import wait_for_checkpoint  # here: this file also runs as a child script
+    wait_for_checkpoint(chief, tmp_path / 'interrupted', 'ckpt-1', timeout=600)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     try:  # the chief stops on the lost peer, or waits for it: then it is stopped too
