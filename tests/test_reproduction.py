@@ -197,7 +197,7 @@ def test_protocol_dry_run_prints_the_paper_budgets(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert ('python joint.py --dataset mnist_5k --classes 10 --iters 10000 '
             '--result_path results/reproduce_mnist_5k_1000/joint_10 --resume') in printed
-    assert ('python main.py --dataset mnist_5k --EWC --iters 1000 --num_tasks 10 '
+    assert ('python main.py --dataset mnist_5k --EWC --EWC_lambda 1e5 --iters 1000 --num_tasks 10 '
             '--result_path results/reproduce_mnist_5k_1000/ewc --resume') in printed
     assert 'python main.py --dataset mnist_5k --test --result_path results/reproduce_mnist_5k_1000/dgr' in printed
     assert not (tmp_path / 'reproduction').exists()
