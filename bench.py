@@ -27,6 +27,7 @@ import model
 import ops
 import runs
 import training
+import utils
 from classifier import build_classifier, predict_labels
 from data import group_by_class, load_dataset
 
@@ -38,7 +39,7 @@ REPLAY_TASK = 6  # sequential methods are timed where 5 earlier classes are repl
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='a smoke check: fewer timed iterations, fewer tasks')
-    parser.add_argument('--iterations', type=runs.positive_int, help='timed generator iterations per mode')
+    parser.add_argument('--iterations', type=utils.positive_int, help='timed generator iterations per mode')
     parser.add_argument('--precisions', nargs='+', default=list(training.PRECISIONS), choices=training.PRECISIONS)
     parser.add_argument('--out', default=os.path.join('results', 'bench.json'))
     parser.add_argument('--distribution_child', action='store_true', help=argparse.SUPPRESS)

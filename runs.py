@@ -98,13 +98,6 @@ class Request:
 
 # --- flags ----------------------------------------------------------------------------------
 
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
-
-
 def seed_value(text):
     value = int(text)
     if not 0 <= value < 2 ** 32:
@@ -118,12 +111,12 @@ def build_parser(description):
     parser.add_argument('--dataset', required=True, choices=sorted(DATASETS))
     parser.add_argument('--data_dir', help='folder with the dataset files (default dataset/<name>)')
     parser.add_argument('--result_path', help='output folder (default results/<dataset>_<mode>)')
-    parser.add_argument('--iters', type=positive_int,
+    parser.add_argument('--iters', type=utils.positive_int,
                         help='generator iterations per task (default: the paper\'s, per dataset)')
     parser.add_argument('--seed', type=seed_value, default=0)
-    parser.add_argument('--sample_every', type=positive_int, default=500, help='iterations between sample grids')
-    parser.add_argument('--ckpt_every', type=positive_int, default=500, help='iterations between resumable checkpoints')
-    parser.add_argument('--log_every', type=positive_int, default=20, help='iterations between TensorBoard scalars')
+    parser.add_argument('--sample_every', type=utils.positive_int, default=500, help='iterations between sample grids')
+    parser.add_argument('--ckpt_every', type=utils.positive_int, default=500, help='iterations between resumable checkpoints')
+    parser.add_argument('--log_every', type=utils.positive_int, default=20, help='iterations between TensorBoard scalars')
     parser.add_argument('--resume', action='store_true', help='continue the run in --result_path')
     parser.add_argument('--overwrite', action='store_true', help='replace the run in --result_path')
     parser.add_argument('--deterministic', action='store_true', help='enable TensorFlow op determinism')
@@ -133,7 +126,7 @@ def build_parser(description):
     parser.add_argument('--distribute', choices=distribution.KINDS, default='none',
                         help='train on one device, on the GPUs of this machine (mirrored) or on the '
                              'machines in TF_CONFIG (multi_worker); the global batch is split among them')
-    parser.add_argument('--devices', type=positive_int,
+    parser.add_argument('--devices', type=utils.positive_int,
                         help='with --distribute mirrored: the first N GPUs, or N logical CPU devices without a GPU')
     evaluate.add_evaluation_flags(parser)
     return parser
@@ -142,14 +135,14 @@ def build_parser(description):
 def sequential_parser():
     parser = build_parser('Sequential training of a conditional WGAN-GP with memory replay.')
     strategies.add_method_flags(parser)
-    parser.add_argument('--num_tasks', type=positive_int, help='stop after the first N tasks (default: all)')
+    parser.add_argument('--num_tasks', type=utils.positive_int, help='stop after the first N tasks (default: all)')
     parser.set_defaults(classes=None)  # joint.py's
     return parser
 
 
 def joint_parser():
     parser = build_parser('Joint training of a conditional WGAN-GP on all classes (upper bound).')
-    parser.add_argument('--classes', type=positive_int,
+    parser.add_argument('--classes', type=utils.positive_int,
                         help='train on the first N classes (default: all); the paper reports 5 and 10')
     parser.set_defaults(num_tasks=None)  # main.py's
     return parser

@@ -12,8 +12,6 @@ the trainer calls its hooks at named moments and never asks which method it runs
 
 Adding a method means one class here, registered in STRATEGIES, and its tests.
 """
-import argparse
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -23,24 +21,14 @@ import model
 import ops
 import sampling
 from training import BATCH_SIZE, GRADIENT_PENALTY_WEIGHT, apply_gradients
-from utils import UsageError
-
-
-def positive_float(text):
-    """A finite number above 0: an infinite or NaN factor would train on NaN."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f'must be greater than 0 and finite, got {text}')
-    return value
+from utils import UsageError, positive_float, positive_int
 
 
 class Option(NamedTuple):
     """A method's own number flag (e.g. --RA_factor): must be finite and above 0."""
     help: str
     default: object              # dataset_settings -> the value when the flag is not given
+    type: object = positive_float
 
 
 class Strategy:
@@ -58,12 +46,12 @@ class Strategy:
     def add_option_flags(cls, parser):
         """Flags of the method's own options (defaults None: 'not given')."""
         for name, option in cls.options.items():
-            parser.add_argument(f'--{name}', type=positive_float, help=option.help)
+            parser.add_argument(f'--{name}', type=option.type, help=option.help)
 
     @classmethod
     def options_from_args(cls, args, dataset_settings):
         """The method's options as a JSON-able dict, from parsed flags."""
-        return {name: getattr(args, name) or option.default(dataset_settings)
+        return {name: option.default(dataset_settings) if getattr(args, name) is None else getattr(args, name)
                 for name, option in cls.options.items()}
 
     def build(self, trainer):
@@ -154,7 +142,7 @@ class JointTrainingWithReplay(Strategy):
 
 # --- EWC ---------------------------------------------------------------------------------
 
-FISHER_BATCHES = 50  # batches of 64 per task for the empirical Fisher
+FISHER_BATCHES = 50  # default batches of 64 per task for the empirical Fisher
 
 
 class ElasticWeightConsolidation(Strategy):
@@ -165,17 +153,21 @@ class ElasticWeightConsolidation(Strategy):
     diagonal empirical Fisher, summed over the earlier tasks. F is estimated per
     batch, not per sample: batch norm on batch statistics couples a batch's samples,
     so a single sample has no gradient of its own. At the end of task t, F gains the
-    mean over FISHER_BATCHES batches of the squared gradient of the generator's
+    mean over EWC_fisher_batches batches of the squared gradient of the generator's
     training loss (Wasserstein + AC) on that task's class.
     """
     name = 'ewc'
     flag = '--EWC'
     help = 'elastic weight consolidation on the generator (baseline)'
     generator_term_names = ('ewc_penalty',)
-    options = {'EWC_lambda': Option("EWC strength (default: the paper's 1e9)", lambda settings: 1e9)}
+    options = {'EWC_lambda': Option("EWC strength (default: the paper's 1e9)", lambda settings: 1e9),
+               'EWC_fisher_batches': Option(f'batches of {BATCH_SIZE} for the Fisher estimate at the end of '
+                                            f'each task (default {FISHER_BATCHES})',
+                                            lambda settings: FISHER_BATCHES, positive_int)}
 
-    def __init__(self, EWC_lambda):
-        self.strength = EWC_lambda
+    # Runs saved before EWC_fisher_batches was an option used FISHER_BATCHES.
+    def __init__(self, EWC_lambda, EWC_fisher_batches=FISHER_BATCHES):
+        self.strength, self.fisher_batches = EWC_lambda, EWC_fisher_batches
 
     def build(self, trainer):
         self.fisher = [tf.Variable(tf.zeros_like(w), trainable=False) for w in trainer.models.generator.weights]
@@ -184,10 +176,10 @@ class ElasticWeightConsolidation(Strategy):
 
     def end_task(self, trainer, task):
         total = [tf.zeros_like(f) for f in self.fisher]
-        for _ in range(FISHER_BATCHES):
+        for _ in range(self.fisher_batches):
             total = [t + g for t, g in zip(total, self.squared_gradients(trainer.spec_tensors(task)))]
         for fisher, summed in zip(self.fisher, total):
-            fisher.assign_add(summed / FISHER_BATCHES)
+            fisher.assign_add(summed / self.fisher_batches)
 
     def generator_terms(self, models, replay):
         penalty = ops.ewc_penalty(models.generator.weights, models.old_generator.weights, self.fisher,
@@ -212,7 +204,7 @@ def batch_squared_gradients(trainer, spec):
 
 # --- DGR ---------------------------------------------------------------------------------
 
-SOLVER_STEPS = 500          # solver updates at the end of each task
+SOLVER_STEPS = 500          # default solver updates at the end of each task
 SOLVER_LEARNING_RATE = 1e-3
 
 
@@ -232,6 +224,12 @@ class DeepGenerativeReplay(Strategy):
     critic_term_names = ('dgr_replay_critic',)
     conditional = False
     replay = 'unconditional'
+    options = {'DGR_solver_steps': Option(f'solver updates at the end of each task (default {SOLVER_STEPS})',
+                                          lambda settings: SOLVER_STEPS, positive_int)}
+
+    # Runs saved before DGR_solver_steps was an option used SOLVER_STEPS.
+    def __init__(self, DGR_solver_steps=SOLVER_STEPS):
+        self.solver_steps = DGR_solver_steps
 
     def build(self, trainer):
         import keras
@@ -254,7 +252,7 @@ class DeepGenerativeReplay(Strategy):
     def end_task(self, trainer, task):
         spec = trainer.spec_tensors(task)
         update = self.train_with_replay if task.spec.earlier_classes > 0 else self.train_on_real
-        for _ in range(SOLVER_STEPS):
+        for _ in range(self.solver_steps):
             update(spec)
 
     def _solver_update(self, trainer, spec, with_replay):

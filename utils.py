@@ -1,9 +1,11 @@
 """Run plumbing: CLI errors, result folders, config.json, fixed noise, image
 grids, checkpoints, TensorBoard scalars and progress. No method logic here."""
+import argparse
 import contextlib
 import fcntl
 import glob
 import json
+import math
 import os
 import platform
 import shutil
@@ -44,6 +46,26 @@ def writing(path):
 def exit_with_usage_error(message):
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
+
+
+# --- number flags (argparse types) ---
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def positive_float(text):
+    """A finite number above 0: an infinite or NaN factor would train on NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f'must be greater than 0 and finite, got {text}')
+    return value
 
 
 # --- config.json and the result folder ----------------------------------------

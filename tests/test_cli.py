@@ -178,17 +178,19 @@ def wait_for_checkpoint(process, result, name, timeout=300):
 
 # RA is killed at its first checkpoint; EWC and DGR in task 2, so that what they keep
 # from task 1 (Fisher and anchor; solver, old generator and old solver) must come back.
+# Their end-of-task work is shortened by their own flags.
 @pytest.mark.slow
 @pytest.mark.parametrize('method, kill_at', [('--RA', 'ckpt-1'), ('--EWC', 'ckpt-4'), ('--DGR', 'ckpt-4')])
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, method, kill_at):
     """A real SIGKILL mid-task, then --resume, must match an uninterrupted run."""
-    straight = start_training(tmp_path / 'straight', method)
-    interrupted = start_training(tmp_path / 'interrupted', method)
+    shortened = {'--RA': [], '--EWC': ['--EWC_fisher_batches', '5'], '--DGR': ['--DGR_solver_steps', '100']}[method]
+    straight = start_training(tmp_path / 'straight', method, shortened)
+    interrupted = start_training(tmp_path / 'interrupted', method, shortened)
     wait_for_checkpoint(interrupted, tmp_path / 'interrupted', kill_at)
     os.kill(interrupted.pid, signal.SIGKILL)
     interrupted.wait()
     assert not (tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2.index').exists()
-    resumed = start_training(tmp_path / 'interrupted', method, ['--resume'])
+    resumed = start_training(tmp_path / 'interrupted', method, shortened + ['--resume'])
     _, resumed_err = resumed.communicate(timeout=600)
     _, straight_err = straight.communicate(timeout=600)
     assert resumed.returncode == 0, resumed_err
@@ -204,19 +206,21 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, method, kil
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('method', ['--EWC', '--DGR'])
-def test_baselines_train_three_tasks_resume_and_test(tmp_path, capsys, classifier_dir, method, monkeypatch):
-    import strategies
-    monkeypatch.setattr(strategies, 'SOLVER_STEPS', 20)
-    monkeypatch.setattr(strategies, 'FISHER_BATCHES', 4)
+@pytest.mark.parametrize('method, options', [('--EWC', {'EWC_fisher_batches': 4}),
+                                             ('--DGR', {'DGR_solver_steps': 20})])
+def test_baselines_train_three_tasks_resume_and_test(tmp_path, capsys, classifier_dir, method, options):
     result = tmp_path / 'run'
-    argv = FAST + [method, '--num_tasks', '3', '--result_path', str(result)]
+    flags = [text for name, value in options.items() for text in (f'--{name}', str(value))]
+    argv = FAST + [method, *flags, '--num_tasks', '3', '--result_path', str(result)]
     code, err = run_cli(main.main, argv, capsys)
     assert code == 0, err
     code, err = run_cli(main.main, argv + ['--resume'], capsys)
     assert code == 0 and 'finished: all 3 tasks are trained' in err and 'resuming' not in err
+    code, err = run_cli(main.main, [arg for arg in argv if arg not in flags] + ['--resume'], capsys)
+    assert code == 2 and f'{next(iter(options))}: saved' in err  # the default is a different run
     config = json.loads((result / 'config.json').read_text())
     assert config['run']['mode'] == method.lstrip('-').lower()
+    assert options.items() <= config['args']['method_options'].items()
     code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result),
                                     '--classifier_dir', classifier_dir] + FAST_TEST, capsys)
     assert code == 0, err
@@ -234,6 +238,9 @@ def test_baselines_train_three_tasks_resume_and_test(tmp_path, capsys, classifie
     (['--EWC', '--EWC_lambda=-1'], 'must be greater than 0'),
     (['--EWC', '--EWC_lambda', 'inf'], 'must be greater than 0 and finite'),
     (['--EWC_lambda', '1e9'], '--EWC_lambda needs --EWC'),
+    (['--EWC', '--EWC_fisher_batches', '0'], 'must be at least 1'),
+    (['--DGR', '--DGR_solver_steps', '2.5'], "invalid positive_int value: '2.5'"),
+    (['--RA', '--DGR_solver_steps', '10'], '--DGR_solver_steps needs --DGR'),
 ])
 def test_impossible_baseline_flags_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     result = tmp_path / 'never'

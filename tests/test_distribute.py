@@ -17,7 +17,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ('sft', 'ra', 'jtr', 'ewc', 'dgr', 'joint')
-METHOD_FLAGS = {'sft': [], 'ra': ['--RA'], 'jtr': ['--JTR'], 'ewc': ['--EWC'], 'dgr': ['--DGR'], 'joint': []}
+# EWC's and DGR's end-of-task work (Fisher batches, solver steps) shortened to 2.
+METHOD_FLAGS = {'sft': [], 'ra': ['--RA'], 'jtr': ['--JTR'], 'ewc': ['--EWC', '--EWC_fisher_batches', '2'],
+                'dgr': ['--DGR', '--DGR_solver_steps', '2'], 'joint': []}
 STEPS_PER_TASK = 2
 
 
@@ -262,10 +264,8 @@ def child(modes, per_replica_statistics):
     import keras
 
     import ops
-    import strategies
     import training
     from data import load_dataset
-    strategies.FISHER_BATCHES, strategies.SOLVER_STEPS = 2, 2  # the end-of-task work, shortened
     # Adam with the paper's epsilon (1e-8) makes every gradient element a step of about the
     # learning rate, so float noise in gradients that are 0 in exact arithmetic (biases before
     # batch norm) becomes whole steps. With epsilon 1 a step is proportional to the gradient,
