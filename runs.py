@@ -252,7 +252,8 @@ def train(request):
         return train_worker(config, data, tasks, request.resume)
     try:
         claim = utils.claim_result_path(config.result_path, config.identity(data), request.resume,
-                                        request.overwrite)
+                                        request.overwrite,
+                                        strategies.strategy_class(config.mode).older_run_options())
         lock = utils.RunLock(config.result_path).acquire()  # noqa: F841  (held until the process ends)
     except utils.UsageError as error:
         utils.exit_with_usage_error(str(error))

@@ -29,6 +29,7 @@ class Option(NamedTuple):
     help: str
     default: object              # dataset_settings -> the value when the flag is not given
     type: object = positive_float
+    in_older_runs: object = None  # for an option added later: the value runs saved before it had
 
 
 class Strategy:
@@ -47,6 +48,12 @@ class Strategy:
         """Flags of the method's own options (defaults None: 'not given')."""
         for name, option in cls.options.items():
             parser.add_argument(f'--{name}', type=option.type, help=option.help)
+
+    @classmethod
+    def older_run_options(cls):
+        """Options absent from a run saved before they existed, and the values it used."""
+        return {name: option.in_older_runs for name, option in cls.options.items()
+                if option.in_older_runs is not None}
 
     @classmethod
     def options_from_args(cls, args, dataset_settings):
@@ -163,10 +170,9 @@ class ElasticWeightConsolidation(Strategy):
     options = {'EWC_lambda': Option("EWC strength (default: the paper's 1e9)", lambda settings: 1e9),
                'EWC_fisher_batches': Option(f'batches of {BATCH_SIZE} for the Fisher estimate at the end of '
                                             f'each task (default {FISHER_BATCHES})',
-                                            lambda settings: FISHER_BATCHES, positive_int)}
+                                            lambda settings: FISHER_BATCHES, positive_int, FISHER_BATCHES)}
 
-    # Runs saved before EWC_fisher_batches was an option used FISHER_BATCHES.
-    def __init__(self, EWC_lambda, EWC_fisher_batches=FISHER_BATCHES):
+    def __init__(self, EWC_lambda, EWC_fisher_batches):
         self.strength, self.fisher_batches = EWC_lambda, EWC_fisher_batches
 
     def build(self, trainer):
@@ -225,10 +231,9 @@ class DeepGenerativeReplay(Strategy):
     conditional = False
     replay = 'unconditional'
     options = {'DGR_solver_steps': Option(f'solver updates at the end of each task (default {SOLVER_STEPS})',
-                                          lambda settings: SOLVER_STEPS, positive_int)}
+                                          lambda settings: SOLVER_STEPS, positive_int, SOLVER_STEPS)}
 
-    # Runs saved before DGR_solver_steps was an option used SOLVER_STEPS.
-    def __init__(self, DGR_solver_steps=SOLVER_STEPS):
+    def __init__(self, DGR_solver_steps):
         self.solver_steps = DGR_solver_steps
 
     def build(self, trainer):
@@ -314,7 +319,12 @@ def method_from_args(args, dataset_settings):
     return method.name, method.options_from_args(args, dataset_settings)
 
 
+def strategy_class(mode):
+    """Joint training is one task of SFT."""
+    return SequentialFineTuning if mode == 'joint' else STRATEGIES[mode]
+
+
 def strategy_for(mode, options):
-    """The strategy of a run; joint training is one task of SFT."""
-    cls = SequentialFineTuning if mode == 'joint' else STRATEGIES[mode]
-    return cls(**options)
+    """The strategy of a run, also of one saved before some of its options existed."""
+    cls = strategy_class(mode)
+    return cls(**{**cls.older_run_options(), **options})

@@ -143,9 +143,10 @@ def lock_holder(path):
     return None
 
 
-def claim_result_path(result_path, run_identity, resume, overwrite):
+def claim_result_path(result_path, run_identity, resume, overwrite, absent_means=None):
     """Whether a training run may use result_path: 'new', 'resume' or 'overwrite'. Reads
-    only; a folder is a run of ours only if its config.json carries RUN_MARKER."""
+    only; a folder is a run of ours only if its config.json carries RUN_MARKER.
+    absent_means: identity keys that runs saved before them lack, and the value they had."""
     if os.path.exists(result_path) and not os.path.isdir(result_path):
         raise UsageError(f'--result_path {result_path} is a file, not a folder')
     if not os.path.exists(result_path) or not set(os.listdir(result_path)) - {LOCK_FILE}:
@@ -163,9 +164,8 @@ def claim_result_path(result_path, run_identity, resume, overwrite):
     if not resume:
         raise UsageError(f'--result_path {result_path} already holds a run; '
                          'add --resume to continue it or --overwrite to replace it')
-    differences = {key: (previous.get('run', {}).get(key), value)
-                   for key, value in run_identity.items()
-                   if previous.get('run', {}).get(key) != value}
+    saved = {**(absent_means or {}), **previous.get('run', {})}
+    differences = {key: (saved.get(key), value) for key, value in run_identity.items() if saved.get(key) != value}
     if differences:
         listed = ', '.join(f'{k}: saved {a!r}, now {b!r}' for k, (a, b) in sorted(differences.items()))
         raise UsageError(f'--resume: {result_path} holds a different run ({listed})')

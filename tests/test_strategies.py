@@ -1,4 +1,6 @@
 """The strategy contract and the two baselines, EWC and DGR, on known inputs."""
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,7 @@ import ops
 import sampling
 import strategies
 import training
+import utils
 from test_training import make_trainer, spec_tensors, tasks_for, weights_of
 from data import load_dataset
 
@@ -35,6 +38,21 @@ def test_terms_other_than_the_declared_ones_fail_at_the_first_step(mnist_5k, tmp
 def test_every_registered_method_has_a_flag_or_is_the_baseline():
     assert set(strategies.STRATEGIES) == {'sft', 'ra', 'jtr', 'ewc', 'dgr'}
     assert [cls.flag for cls in strategies.SELECTABLE] == ['--RA', '--JTR', '--EWC', '--DGR']
+
+
+def test_a_run_saved_before_an_option_existed_resumes_and_tests_with_the_value_it_used(tmp_path):
+    dgr = strategies.DeepGenerativeReplay
+    assert strategies.strategy_for('dgr', {}).solver_steps == strategies.SOLVER_STEPS == 500
+    assert strategies.strategy_for('ewc', {'EWC_lambda': 1e5}).fisher_batches == strategies.FISHER_BATCHES == 50
+    (tmp_path / 'config.json').write_text(json.dumps({**utils.RUN_MARKER, 'run': {'mode': 'dgr'}}))
+    identity = {'mode': 'dgr', 'DGR_solver_steps': 500}
+    claim = utils.claim_result_path(str(tmp_path), identity, True, False, dgr.older_run_options())
+    assert claim == 'resume'
+    with pytest.raises(utils.UsageError, match='DGR_solver_steps: saved 500, now 20'):
+        utils.claim_result_path(str(tmp_path), {**identity, 'DGR_solver_steps': 20}, True, False,
+                                dgr.older_run_options())
+    with pytest.raises(utils.UsageError, match='DGR_solver_steps: saved None, now 500'):
+        utils.claim_result_path(str(tmp_path), identity, True, False)
 
 
 # --- EWC ------------------------------------------------------------------------------------
@@ -94,14 +112,14 @@ def numpy_squared_gradient(kernel, a, b, z, label):
 
 def test_fisher_of_a_tiny_generator_matches_numpy():
     trainer = TinyTrainer()
-    ewc = strategies.ElasticWeightConsolidation(1e9)
+    ewc = strategies.ElasticWeightConsolidation(EWC_lambda=1e9, EWC_fisher_batches=3)
     ewc.build(trainer)
     task = tasks_for_labels(label=1)
     replica = tf.random.Generator.from_seed(7)  # the same noise, drawn again
     kernel = trainer.models.generator.kernel.numpy().astype(np.float64)
     expected = np.mean([numpy_squared_gradient(kernel, trainer.models.critic.a, trainer.models.critic.b,
                                                replica.normal([4, 3]).numpy().astype(np.float64), 1)
-                        for _ in range(strategies.FISHER_BATCHES)], axis=0)
+                        for _ in range(3)], axis=0)
     ewc.end_task(trainer, task)
     assert expected.max() > 0
     np.testing.assert_allclose(ewc.fisher[0].numpy(), expected, rtol=1e-4)
@@ -131,7 +149,7 @@ def test_ewc_penalty_is_zero_in_task_1_and_at_the_anchor_and_its_formula_after(m
     expected = 0.5 * 1e9 * sum(float(np.sum(f.astype(np.float64) * (t - a) ** 2))
                                for f, t, a in zip(fisher, theta, anchor))
     assert expected > 0
-    penalty = strategies.ElasticWeightConsolidation(1e9)
+    penalty = strategies.ElasticWeightConsolidation(EWC_lambda=1e9, EWC_fisher_batches=1)
     penalty.fisher = trainer.strategy.fisher
     value = penalty.generator_terms(trainer.models, replay=None)['ewc_penalty']
     np.testing.assert_allclose(float(value), expected, rtol=1e-4)
@@ -167,9 +185,8 @@ def test_dgr_replays_reach_the_critic_real_side_from_task_2(mnist_5k, tmp_path):
     assert float(metrics['critic/dgr_replay_critic']) != 0.0
 
 
-def test_dgr_solver_learns_the_real_class_then_keeps_replayed_ones(mnist_5k, tmp_path, monkeypatch):
-    monkeypatch.setattr(strategies, 'SOLVER_STEPS', 20)
-    trainer = make_trainer(mnist_5k, 'dgr', tmp_path)
+def test_dgr_solver_learns_the_real_class_then_keeps_replayed_ones(mnist_5k, tmp_path):
+    trainer = make_trainer(mnist_5k, 'dgr', tmp_path, strategy=strategies.DeepGenerativeReplay(DGR_solver_steps=20))
     task1, task2 = tasks_for(mnist_5k, 2)
     trainer.begin_task(task1)
     trainer.end_task(task1)
