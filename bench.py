@@ -175,39 +175,43 @@ def time_mode(mode, data, precision, iterations, matmul_rate):
 def step_parts(data, matmul_rate, repeats):
     """GFLOP/s of the pieces of one SFT critic step, each compiled alone: what a
     faster step would have to speed up (float32, batch 64, the paper's DCGAN pair)."""
-    generator_macs, critic_macs = dcgan_macs(data.image_shape, data.num_classes)
-    g, d = 2 * sum(generator_macs.values()), 2 * sum(critic_macs.values())
-    batch = training.BATCH_SIZE
     with tempfile.TemporaryDirectory() as result_path:
         models = make_trainer('sft', data, 'float32', result_path).models
+    measured = {}
+    for name, (call, flops) in step_part_calls(models, data.image_shape, data.num_classes).items():
+        seconds = time_call(tf.function(call), repeats)
+        measured[name] = {'ms': 1e3 * seconds, 'gflops': flops / seconds / 1e9,
+                          'ratio_to_matmul': flops / seconds / 1e9 / matmul_rate}
+    return measured
+
+
+def step_part_calls(models, image_shape, num_classes):
+    """{name: (call, analytic FLOPs)} of the critic step's pieces on batch 64."""
+    generator_macs, critic_macs = dcgan_macs(image_shape, num_classes)
+    g, d = 2 * sum(generator_macs.values()), 2 * sum(critic_macs.values())
+    batch = training.BATCH_SIZE
     z, labels = tf.random.normal([batch, model.Z_DIM]), tf.zeros([batch], tf.int32)
-    real, fake = tf.random.normal([batch, *data.image_shape]), tf.random.normal([batch, *data.image_shape])
+    real, fake = tf.random.normal([batch, *image_shape]), tf.random.normal([batch, *image_shape])
     alpha = tf.random.uniform([batch, 1, 1, 1])
 
     def generator_forward():
         return models.generator(z, labels)
 
+    # The losses are taken inside the tapes: outside, the tape records nothing and the
+    # "backward" pass is empty.
     def critic_forward_backward():
         with tf.GradientTape() as tape:
-            scores = models.critic(tf.concat([real, fake], 0))[0]
-        return tape.gradient(tf.reduce_sum(scores), models.critic.trainable_variables)
+            total = tf.reduce_sum(models.critic(tf.concat([real, fake], 0))[0])
+        return tape.gradient(total, models.critic.trainable_variables)
 
     def gradient_penalty():
         with tf.GradientTape() as tape:
             penalty = ops.gradient_penalty(lambda x: models.critic(x)[0], real, fake, alpha)
         return tape.gradient(penalty, models.critic.trainable_variables)
 
-    parts = {  # name: (call, analytic FLOPs)
-        'generator_forward': (generator_forward, batch * g),
-        'critic_forward_backward': (critic_forward_backward, 2 * batch * (3 * d - 2 * critic_macs['conv1'])),
-        'gradient_penalty': (gradient_penalty, batch * 4 * d),
-    }
-    measured = {}
-    for name, (call, flops) in parts.items():
-        seconds = time_call(tf.function(call), repeats)
-        measured[name] = {'ms': 1e3 * seconds, 'gflops': flops / seconds / 1e9,
-                          'ratio_to_matmul': flops / seconds / 1e9 / matmul_rate}
-    return measured
+    return {'generator_forward': (generator_forward, batch * g),
+            'critic_forward_backward': (critic_forward_backward, 2 * batch * (3 * d - 2 * critic_macs['conv1'])),
+            'gradient_penalty': (gradient_penalty, batch * 4 * d)}
 
 
 # --- the tf.distribute engine ------------------------------------------------------------------

@@ -2,8 +2,10 @@
 import json
 
 import pytest
+import tensorflow as tf
 
 import bench
+from data import load_dataset
 
 
 def test_analytic_count_of_the_mnist_dcgan_pair():
@@ -28,6 +30,21 @@ def test_analytic_count_of_the_mnist_dcgan_pair():
     dgr = bench.analytic_gflop_per_iteration('dgr', (32, 32, 1), 10, 5)
     assert round((dgr - sft) * 1e9) == 5 * 64 * (2 * g + 2 * (3 * d - 2 * 204800) + 4 * d)
     assert bench.analytic_gflop_per_iteration('ewc', (32, 32, 1), 10, 5) == sft
+
+
+def test_timed_step_parts_compute_what_they_are_named_for(tmp_path):
+    data = load_dataset('mnist_5k', None)
+    models = bench.make_trainer('sft', data, 'float32', str(tmp_path)).models
+    calls = bench.step_part_calls(models, data.image_shape, data.num_classes)
+    assert calls['generator_forward'][0]().shape == (64, 32, 32, 1)
+    # Every kernel under the critic's score gets a gradient; the class head (the last
+    # two variables) is not under it.
+    kernels = [i for i, v in enumerate(models.critic.trainable_variables[:-2]) if v.path.endswith('kernel')]
+    assert len(kernels) == 4
+    for name in ('critic_forward_backward', 'gradient_penalty'):
+        gradients = calls[name][0]()
+        assert all(gradients[i] is not None and float(tf.reduce_max(tf.abs(gradients[i]))) > 0
+                   for i in kernels), name
 
 
 @pytest.mark.slow
