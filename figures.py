@@ -1,8 +1,11 @@
 """The report's figures: measured against paper mean accuracy as bars (Table 1), the mean
-accuracy after each task, and the paper's Figure 3 (samples of every seen class after the last
-task). Their numbers come from report.py's look-ups.
+accuracy after each task, the paper's Figure 3 (samples of every seen class after the last
+task) and Figure 4 (a t-SNE of one class's generated images, a colour per run, and real ones).
+Their numbers come from report.py's look-ups.
 
-No TensorFlow here: only the files that `--test` writes (results.json, test/ grids) are read.
+No TensorFlow here except for the paper's Figure 4 (a t-SNE of generated images of one class):
+it restores each run's generator and imports TensorFlow when it is drawn. The other figures
+read only the files that `--test` writes (results.json, test/ grids).
 """
 import os
 
@@ -160,3 +163,95 @@ def write_figure3(result_dirs, runs, path, labels=None):
     labels = labels or [report.run_label(results) for results in runs]
     panels = [(label, figure3_rows(d, results)) for label, d, results in zip(labels, result_dirs, runs)]
     Image.fromarray(figure3_image(panels)).save(path, optimize=True)
+
+
+# --- Figure 4: t-SNE of generated images of one class, a colour per run, and real ones ------
+FIGURE4_CLASS = 0  # the paper's Figure 4 embeds zeros
+FIGURE4_SAMPLES = 300  # generated images per run (real ones: as many, capped by the test split)
+FIGURE4_INCHES = (7, 6)  # at 100 dpi: 700 x 600 pixels
+FIGURE4_SEED = 0
+TSNE_PERPLEXITY = 30.0  # scikit-learn's default
+
+
+def tsne_points(features, seed=FIGURE4_SEED, perplexity=TSNE_PERPLEXITY):
+    """scikit-learn's t-SNE of feature rows (N, D) to points (N, 2); the same points for the same seed."""
+    from sklearn.manifold import TSNE  # only Figure 4 needs scikit-learn
+    from threadpoolctl import threadpool_limits
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 4:
+        raise ValueError(f't-SNE needs a (points, features) array of at least 4 points, got shape {features.shape}')
+    # scikit-learn refuses a perplexity at or above the number of points; it looks at 3x perplexity neighbours
+    perplexity = min(perplexity, (len(features) - 1) / 3)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed)
+    # One thread: OpenMP threads wait for each other at each of t-SNE's ~1000 steps, which on a
+    # busy 2-core machine took 47 s for 150 points against 0.3 s on one thread.
+    with threadpool_limits(1):
+        return tsne.fit_transform(features)
+
+
+def embed_groups(groups, seed=FIGURE4_SEED):
+    """[(label, features)] -> [(label, points)]: one t-SNE over every group, so that where the
+    groups lie relative to each other means something."""
+    points = tsne_points(np.concatenate([features for _, features in groups]), seed)
+    ends = np.cumsum([len(features) for _, features in groups])
+    return [(label, points[end - len(features):end]) for (label, features), end in zip(groups, ends)]
+
+
+def figure4_features(result_dirs, class_id, samples, classifier_dir, eval_classifier=None):
+    """The evaluation classifier's features of each run's `samples` images of `class_id` after
+    its last task, and of as many real test images; ReportError naming a folder it cannot use.
+    The runs share one dataset, read from the first run's config."""
+    import quiet  # noqa: F401  (before TensorFlow loads)
+    import runs
+    import utils
+    from classifier import EvaluationError, extract_features, load_or_train_classifier
+    from data import DataError, load_dataset
+    try:
+        config, _ = runs.read_saved_run(result_dirs[0])
+        data = load_dataset(config.dataset, config.data_dir)
+        classifier = load_or_train_classifier(data, classifier_dir, user_model_path=eval_classifier)
+        generated = [runs.last_task_class_images(d, class_id, samples, data) for d in result_dirs]
+    except (DataError, EvaluationError, utils.UsageError) as error:
+        raise report.ReportError(f'--figure4: {error}') from error
+    real = data.test_x[data.test_y == class_id][:samples]
+    width = classifier.features.output_shape[-1]
+
+    def features(images):  # DGR may draw no image of the class at all
+        return extract_features(classifier.features, images) if len(images) else np.zeros((0, width))
+
+    return [features(images) for images in generated], features(real)
+
+
+def plot_figure4(groups, path, title):
+    """groups: [(label, points (n, 2))], the real images last (in black); one scatter per group."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGURE4_INCHES)
+    palette = plt.get_cmap('tab10').colors
+    for index, (label, points) in enumerate(groups):
+        real = index == len(groups) - 1
+        ax.scatter(points[:, 0], points[:, 1], s=8, alpha=0.5 if real else 0.7, linewidths=0,
+                   color='black' if real else palette[index % len(palette)], label=label)
+    ax.set_xticks([])  # t-SNE's axes carry no units
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, markerscale=2, loc='best')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_figure4(result_dirs, runs, path, samples=FIGURE4_SAMPLES, classifier_dir='classifiers',
+                  eval_classifier=None, class_id=FIGURE4_CLASS, labels=None):
+    """The paper's Figure 4 for these runs (one dataset): a t-SNE on the evaluation classifier's
+    features of each run's generated images of `class_id` after its last task, and real ones."""
+    labels = labels or [report.run_label(results) for results in runs]
+    generated, real = figure4_features(result_dirs, class_id, samples, classifier_dir, eval_classifier)
+    groups = [(label if len(features) == samples else f'{label} ({len(features)} of {samples})', features)
+              for label, features in zip(labels, generated)]
+    groups.append(('real', real))
+    try:
+        points = embed_groups(groups)
+    except ValueError as error:  # too few points, e.g. one run and --figure4_samples 1
+        raise report.ReportError(f'--figure4: {error}; ask for more with --figure4_samples') from error
+    title = f"class {class_id} after each run's last task: t-SNE of the evaluation classifier's features"
+    plot_figure4(points, path, title)

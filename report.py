@@ -1,19 +1,23 @@
 """Compare measured runs with the paper: Table 1 (MNIST, SVHN) and Table 2 (LSUN) as Markdown,
 the mean accuracy after each task and the README's block; the command line also draws the
-figures of figures.py (bar chart, accuracy after each task, the paper's Figure 3).
+figures of figures.py (bar chart, accuracy after each task, the paper's Figures 3 and 4).
 
     python report.py RESULT_DIR [RESULT_DIR ...] [--out report.png] [--markdown]
-                     [--accuracy_plot PATH] [--figure3 PATH]
+                     [--accuracy_plot PATH] [--figure3 PATH] [--figure4 PATH [--figure4_samples N]]
 
-No TensorFlow here: only the files that `--test` writes (results.json, test/ grids) are read.
+No TensorFlow here: only the files that `--test` writes (results.json, test/ grids) are read,
+except by --figure4, which restores each run's generator after its last task (figures.py).
 """
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 
 import numpy as np
+
+import utils
 
 PAPER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'paper_results.json')
 METHOD_OF_MODE = {'joint': 'Joint', 'sft': 'SFT', 'ewc': 'EWC', 'dgr': 'DGR', 'jtr': 'MeRGAN-JTR',
@@ -287,6 +291,27 @@ def replace_readme_section(text, block):
     return ''.join(lines[:marks[0] + 1]) + block + ''.join(lines[marks[1]:])
 
 
+def check_figure4_runs(result_dirs, runs):
+    """ReportError unless the runs share a dataset and each folder still holds the checkpoint of
+    its last task, which Figure 4 restores; checked before anything is drawn."""
+    datasets = sorted({results['dataset'] for results in runs})
+    if len(datasets) > 1:
+        raise ReportError(f'--figure4 embeds runs of one dataset, got {", ".join(datasets)}')
+    for result_dir in result_dirs:
+        try:
+            saved = utils.read_config(result_dir)
+            last = saved['tasks'][-1]['number']
+        except utils.UsageError as error:
+            raise ReportError(f'--figure4: {error}') from error
+        except (KeyError, IndexError, TypeError) as error:  # None: no config.json
+            raise ReportError(f'--figure4: {result_dir} is not a run folder with its {utils.CONFIG_FILE} '
+                              'and checkpoints (a reproduction/ summary has neither)') from error
+        checkpoint = utils.task_checkpoint_path(result_dir, last) + '.index'
+        if not os.path.isfile(checkpoint):
+            raise ReportError(f'--figure4: {result_dir} has no end-of-task checkpoint of its last task, '
+                              f'task {last} (no {checkpoint}); a run stopped early needs --resume first')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Tables 1 and 2 of the MeRGAN paper, measured vs paper.')
     parser.add_argument('result_dirs', nargs='+', metavar='RESULT_DIR', help='folders holding results.json')
@@ -298,9 +323,23 @@ def main(argv=None):
     parser.add_argument('--figure3', metavar='PATH',
                         help="the paper's Figure 3: the first 10 fixed-noise samples of every seen class "
                              "after each run's last tested task (needs its test/ grids)")
+    parser.add_argument('--figure4', metavar='PATH',
+                        help="the paper's Figure 4: a t-SNE of each run's generated images of class 0 after "
+                             "its last task, one colour per run, and real ones, on the evaluation "
+                             "classifier's features (needs the runs' checkpoints)")
+    parser.add_argument('--figure4_samples', type=utils.positive_int, default=300, metavar='N',
+                        help='generated images of class 0 per run in Figure 4 (default 300)')
+    parser.add_argument('--classifier_dir', default='classifiers',
+                        help="Figure 4: the evaluation classifier's cache, as for --test (default classifiers)")
+    parser.add_argument('--eval_classifier', metavar='PATH',
+                        help='Figure 4: your own Keras classifier instead, as for --test')
     args = parser.parse_args(argv)
     try:
         runs = [load_results(d) for d in args.result_dirs]
+        if args.figure4:
+            check_figure4_runs(args.result_dirs, runs)
+        if args.eval_classifier and not os.path.isfile(args.eval_classifier):
+            raise ReportError(f'--eval_classifier: no such file {args.eval_classifier}')
     except ReportError as error:
         print(f'report.py: error: {error}', file=sys.stderr)
         return 2
@@ -319,16 +358,25 @@ def main(argv=None):
     import figures  # figures.py imports this module for its look-ups: at the top, a cycle
     writers = [('chart', args.out, lambda path: figures.write_chart(runs, path, paper)),
                ('accuracy plot', args.accuracy_plot, lambda path: figures.write_accuracy_plot(runs, path, paper)),
-               ('figure 3', args.figure3, lambda path: figures.write_figure3(args.result_dirs, runs, path))]
+               ('figure 3', args.figure3, lambda path: figures.write_figure3(args.result_dirs, runs, path)),
+               ('figure 4', args.figure4, lambda path: figures.write_figure4(
+                   args.result_dirs, runs, path, samples=args.figure4_samples, classifier_dir=args.classifier_dir,
+                   eval_classifier=args.eval_classifier))]
     where = sys.stderr if args.markdown else sys.stdout  # --markdown keeps stdout pure Markdown
     if not args.markdown:
         print()
     for name, path, write in writers:
         if path:
-            write(path)
+            try:
+                with contextlib.redirect_stdout(sys.stderr):  # what Figure 4's classifier cache says
+                    write(path)
+            except ReportError as error:
+                print(f'report.py: error: {error}', file=sys.stderr)
+                return 2
             print(f'{name}: {path}', file=where)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    import report  # the module figures.py imports: its ReportError is the one main catches
+    sys.exit(report.main())

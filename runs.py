@@ -13,7 +13,7 @@ import strategies
 import utils
 from classifier import EvaluationError
 from data import DataError, group_by_class, load_dataset
-from training import PRECISIONS, NonFiniteLoss, ProgressReporter, Task, TaskSpec, Trainer
+from training import PRECISIONS, NonFiniteLoss, ProgressReporter, Task, TaskSpec, Trainer, non_finite_networks
 
 
 @dataclass(frozen=True)
@@ -311,24 +311,49 @@ def task_record(task):
             'new_classes': task.new_classes}
 
 
-def saved_run(result_path, dataset):
-    """The TrainConfig and tasks saved in a run folder; exits with code 2 if there is none."""
-    try:
-        saved = utils.read_config(result_path) if os.path.isdir(result_path) else None
-    except utils.UsageError as error:
-        utils.exit_with_usage_error(f'--test: {error}')
+def read_saved_run(result_path):
+    """The TrainConfig and tasks saved in a run folder; UsageError naming the folder if it holds none."""
+    saved = utils.read_config(result_path) if os.path.isdir(result_path) else None
     if saved is None:
-        utils.exit_with_usage_error(f'--test: {result_path} holds no run (no {utils.CONFIG_FILE})')
+        raise utils.UsageError(f'{result_path} holds no run (no {utils.CONFIG_FILE})')
     try:
         config = TrainConfig(**{**saved['args'], 'result_path': result_path})
         tasks = [Task(number=t['number'], spec=TaskSpec(**t['spec']), seen_classes=t['seen_classes'],
                       new_classes=t['new_classes']) for t in saved['tasks']]
     except (KeyError, TypeError) as error:
-        utils.exit_with_usage_error(f'--test: {result_path}/{utils.CONFIG_FILE} is not a config of this '
-                                    f'project or is damaged ({type(error).__name__}: {error})')
+        raise utils.UsageError(f'{result_path}/{utils.CONFIG_FILE} is not a config of this project or is '
+                               f'damaged ({type(error).__name__}: {error})') from error
+    return config, tasks
+
+
+def saved_run(result_path, dataset):
+    """The TrainConfig and tasks saved in a run folder; exits with code 2 if there is none."""
+    try:
+        config, tasks = read_saved_run(result_path)
+    except utils.UsageError as error:
+        utils.exit_with_usage_error(f'--test: {error}')
     if config.dataset != dataset:
         utils.exit_with_usage_error(f'--test: {result_path} holds a {config.dataset} run, not {dataset}')
     return config, tasks
+
+
+def last_task_class_images(result_path, class_id, count, data):
+    """uint8 images of `class_id` from a saved run's generator after its last task, drawn as
+    --test draws them (DGR's may be fewer: only those its solver labels so). `data` is the
+    run's dataset. UsageError naming the folder when its last task has no checkpoint."""
+    config, tasks = read_saved_run(result_path)
+    if config.dataset != data.name:
+        raise utils.UsageError(f'{result_path} holds a {config.dataset} run, not {data.name}')
+    trainer = make_trainer(dataclasses.replace(config, distribute='none', devices=None), data)
+    last = tasks[-1]
+    if not trainer.checkpoints.restore_task_end(last.number):
+        raise utils.UsageError(f'{result_path} has no end-of-task checkpoint of its last task, task {last.number} '
+                               f'(no {trainer.checkpoints.task_path(last.number)}.index)')
+    broken = non_finite_networks(trainer)
+    if broken:
+        raise utils.UsageError(f'{result_path}: the task {last.number} checkpoint holds NaN or infinite '
+                               f'weights ({", ".join(broken)})')
+    return trainer.strategy.sampler(trainer, last)(class_id, count)
 
 
 def test(request):

@@ -225,13 +225,19 @@ def save_grid(images, path, rows=10):
 
 # --- checkpoints -------------------------------------------------------------------
 
+def task_checkpoint_path(result_path, task_number):
+    """The prefix of a task's end-of-task checkpoint (TensorFlow adds .index and .data-*);
+    also read without TensorFlow, by report.py."""
+    return os.path.join(result_path, 'checkpoints', 'tasks', f'task_{task_number}')
+
+
 class RunCheckpoints:
     """Two managers over one tf.train.Checkpoint: every task's end is kept,
     the in-task checkpoint keeps only the latest (which is what --resume reads)."""
 
     def __init__(self, result_path, checkpoint):
         import tensorflow as tf
-        self.checkpoint = checkpoint
+        self.checkpoint, self.result_path = checkpoint, result_path
         directory = os.path.join(result_path, 'checkpoints')
         self.latest = tf.train.CheckpointManager(checkpoint, os.path.join(directory, 'latest'), max_to_keep=1)
         self.task_directory = os.path.join(directory, 'tasks')
@@ -250,7 +256,7 @@ class RunCheckpoints:
         return None if path is None else path
 
     def task_path(self, task_number):
-        return os.path.join(self.task_directory, f'task_{task_number}')
+        return task_checkpoint_path(self.result_path, task_number)
 
     def restore_latest(self):
         """Restores the latest checkpoint; False when there is none."""
