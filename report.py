@@ -120,21 +120,25 @@ def comparison_notes(runs):
 
 
 def build_table(runs, paper=None):
-    """Table 1 in Markdown: mean accuracy (%) of generated images after 5 and 10 tasks."""
+    """Table 1 in Markdown: mean accuracy (%) of generated images after 5 and 10 tasks; datasets
+    the paper did not use (Fashion-MNIST) get rows of their own, without paper values."""
     paper = paper or load_paper()
     lines = ['| Dataset | After | ' + ' | '.join(TABLE1_METHODS) + ' |',
              '|---|---|' + '---|' * len(TABLE1_METHODS)]
-    for paper_name, paper_cells in paper['table1']['datasets'].items():
-        for label, dataset in table_rows(runs, paper_name):
-            for tasks in TABLE1_HORIZONS:
-                cells = [format_cell(measured_values(runs, dataset, method, tasks, 'mean_accuracy'), 100,
-                                     paper_cells.get(method, {}).get(str(tasks)))
-                         for method in TABLE1_METHODS]
-                lines.append(f'| {label} | {tasks} tasks | ' + ' | '.join(cells) + ' |')
+    rows = [(label, dataset, paper_cells) for paper_name, paper_cells in paper['table1']['datasets'].items()
+            for label, dataset in table_rows(runs, paper_name)]
+    rows += [(name, name, {}) for name in sorted({r['dataset'] for r in runs if paper_dataset(r['dataset']) is None})]
+    for label, dataset, paper_cells in rows:
+        for tasks in TABLE1_HORIZONS:
+            cells = [format_cell(measured_values(runs, dataset, method, tasks, 'mean_accuracy'), 100,
+                                 paper_cells.get(method, {}).get(str(tasks)))
+                     for method in TABLE1_METHODS]
+            lines.append(f'| {label} | {tasks} tasks | ' + ' | '.join(cells) + ' |')
     lines.append('')
     lines.append('Average accuracy (%) of generated images over the classes seen so far, '
                  'measured (paper value from arXiv 1809.02058, Table 1); – where not measured.')
     lines += comparison_notes([r for r in runs if paper_dataset(r['dataset']) in paper['table1']['datasets']])
+    lines += [f'{name} has no paper value: the paper does not use it.' for label, name, cells in rows if not cells]
     return '\n'.join(lines)
 
 
@@ -208,7 +212,7 @@ def markdown_report(runs, names, paper=None):
     datasets, Table 2 when LSUN was measured, and the accuracy after each task."""
     paper = measured_paper(runs, paper)
     parts = []
-    if paper['table1']['datasets']:
+    if any(paper_dataset(r['dataset']) != 'LSUN' for r in runs):
         parts.append(build_table(runs, paper))
     if any(paper_dataset(r['dataset']) == 'LSUN' for r in runs):
         parts.append(build_lsun_table(runs, paper))
@@ -346,7 +350,7 @@ def main(argv=None):
     for results in runs:
         if paper_dataset(results['dataset']) is None:
             print(f"report.py: note: dataset {results['dataset']!r} has no counterpart in the paper; "
-                  'left out', file=sys.stderr)
+                  'its rows have no paper values', file=sys.stderr)
     paper = load_paper()
     if args.markdown:
         print(markdown_report(runs, [os.path.basename(os.path.normpath(d)) for d in args.result_dirs], paper),

@@ -35,13 +35,13 @@ def grid(class_id, rgb=False):
     return pixels
 
 
-def fake_run(folder, mode='ra', tasks=3, grids=(0, 2), rgb=False):
+def fake_run(folder, mode='ra', tasks=3, grids=(0, 2), rgb=False, dataset='mnist_5k'):
     """A tested run: three tasks (class t-1 in task t), test grids of the last task for `grids`,
     and everything a real run folder holds that a summary must leave behind."""
     records = [record(tasks, range(tasks), 0.9)] if mode == 'joint' else \
         [record(t, range(t), 1.0 - 0.1 * t) for t in range(1, tasks + 1)]
     files = {'config.json': json.dumps({'run': {'mode': mode}, 'args': {'iters': 3}}),
-             'results.json': json.dumps({'dataset': 'mnist_5k', 'mode': mode, 'run': {}, 'classifier': None,
+             'results.json': json.dumps({'dataset': dataset, 'mode': mode, 'run': {}, 'classifier': None,
                                          'tasks': records}),
              'results.csv': 'task,class,accuracy\n1,0,0.900000\n',
              'fixed_noise.npy': 'noise', 'test/samples_task_3.npz': 'npz', 'logs/events.out': 'tb',
@@ -205,6 +205,20 @@ def test_protocol_dry_run_prints_the_paper_budgets(tmp_path, capsys):
 
 # --- the README's block ----------------------------------------------------------------------------
 
+def test_a_dataset_the_paper_did_not_use_gets_table_rows_without_paper_values(tmp_path):
+    reproduction = tmp_path / 'reproduction'
+    fake_run(reproduction / 'fashion_mnist_3' / 'ra', tasks=5, dataset='fashion_mnist')
+    fake_run(reproduction / 'fashion_mnist_3' / 'sft', mode='sft', tasks=5, dataset='fashion_mnist')
+    block = report.readme_block(str(reproduction))
+    assert '| fashion_mnist | 5 tasks | – | 50.0 | – | – | – | 50.0 |' in block
+    assert '| fashion_mnist | 10 tasks | – | – | – | – | – | – |' in block
+    assert 'fashion_mnist has no paper value: the paper does not use it.' in block
+    assert 'MNIST' not in block.replace('fashion_mnist', '') and 'paper 9' not in block
+    reproduce.write_report(str(reproduction), readme_path=str(tmp_path / 'no_readme.md'))
+    written = (reproduction / 'report.md').read_text()
+    assert '| fashion_mnist | 5 tasks |' in written and (reproduction / 'fashion_mnist_3' / 'accuracy.png').exists()
+
+
 def test_readme_block_of_a_reproduction_folder(tmp_path):
     reproduction = tmp_path / 'reproduction'
     fake_run(reproduction / 'mnist_5k_3' / 'ra')
@@ -220,6 +234,7 @@ def test_readme_block_of_a_reproduction_folder(tmp_path):
     assert lines[-1] == ('Accuracy after each task, figures and the exact commands of every run: '
                          '[reproduction/report.md](reproduction/report.md).')
     assert block.endswith('.\n') and '| SVHN' not in block
+    assert 'has no paper value' not in block
     empty = report.readme_block(str(tmp_path / 'nothing_here'))
     assert 'No run is summarised in `nothing_here/` yet' in empty
 
