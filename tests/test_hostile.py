@@ -244,7 +244,10 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
     result = tmp_path / 'R'
     argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--iters', '400',
             '--num_tasks', '1', '--ckpt_every', '2', '--sample_every', '1000', '--result_path', str(result)]
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no handler
+    # for it: give the child the default back, as a terminal's foreground job has.
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     index = result / 'checkpoints' / 'latest' / 'checkpoint'
     deadline = time.monotonic() + 300
     while not index.exists() and process.poll() is None and time.monotonic() < deadline:
