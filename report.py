@@ -265,8 +265,12 @@ def readme_block(reproduction_dir, paper=None):
                   'the protocol.', '']
     for group, runs in groups:
         results = [r for _, _, r in runs]
-        lines += [f'**{group_title(group)}** (`{folder}/{group}/`)', '',
-                  build_table(results, measured_paper(results, paper)), '']
+        lines += [f'**{group_title(group)}** (`{folder}/{group}/`)', '']
+        if horizon(results) < min(TABLE1_HORIZONS):  # an empty table would say nothing
+            lines += [f'No run of this group reached {min(TABLE1_HORIZONS)} tasks; the accuracy after each task '
+                      'is in report.md.', '']
+        else:
+            lines += [build_table(results, measured_paper(results, paper)), '']
     lines.append(f'Accuracy after each task, figures and the exact commands of every run: '
                  f'[{folder}/report.md]({folder}/report.md).')
     return '\n'.join(lines) + '\n'

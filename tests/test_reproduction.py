@@ -234,6 +234,10 @@ def test_readme_block_of_a_reproduction_folder(tmp_path):
     assert lines[-1] == ('Accuracy after each task, figures and the exact commands of every run: '
                          '[reproduction/report.md](reproduction/report.md).')
     assert block.endswith('.\n') and '| SVHN' not in block
+    short_group = lines.index('**mnist_5k, 20 iterations per task (joint training: 20 per class)** '
+                              '(`reproduction/mnist_5k_20/`)')
+    assert lines[short_group + 2] == 'No run of this group reached 5 tasks; the accuracy after each task is in report.md.'
+    assert block.count('| Dataset | After |') == 1
     assert 'has no paper value' not in block
     empty = report.readme_block(str(tmp_path / 'nothing_here'))
     assert 'No run is summarised in `nothing_here/` yet' in empty
