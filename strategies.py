@@ -285,11 +285,12 @@ class DeepGenerativeReplay(Strategy):
         return sampling.SolverSampler(trainer.generate, self.label, task.seen_classes, trainer.config.seed)
 
     def grid_images(self, trainer, task, fixed_noise):
-        """The fixed noise's images grouped by the solver's label (the paper's Figure 3)."""
-        images = trainer.generate(fixed_noise, np.zeros(len(fixed_noise), np.int32))
-        labels = self.label(images).numpy()
-        images = images.numpy()
-        return {c: images[labels == c] for c in task.seen_classes if np.any(labels == c)}
+        """Generated images grouped by the solver's label (the paper's Figure 3), drawn as the
+        evaluation draws them until each class fills a grid. The fixed noise alone is too few:
+        an earlier class's share halves with every task, so after task 10 most of its 100
+        images went to the newest classes and the oldest classes' grids held 0 to 3 images."""
+        drawn = self.sampler(trainer, task).make_all(len(fixed_noise))
+        return {c: images.astype(np.float32) / 127.5 - 1.0 for c, images in drawn.items() if len(images)}
 
 
 # --- the registry --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The strategy contract and the two baselines, EWC and DGR, on known inputs."""
 import json
+import types
 
 import numpy as np
 import pytest
@@ -227,3 +228,19 @@ def test_solver_labels_drive_the_dgr_sampler_and_a_class_never_made_comes_back_e
     # class 2 never appears: drawing stops at the cap, 5x the 90 images asked for
     assert generator.calls == -(-sampling.SAMPLER_DRAW_FACTOR * 90 // 64)
     assert set(sampler.class_shares) == {0, 1} and abs(sum(sampler.class_shares.values()) - 1) < 1e-9
+
+
+def test_dgr_grids_draw_until_a_rare_class_fills_its_grid_and_leave_out_a_class_never_made():
+    """Class 1 is rare (first noise coordinate above 1.5: about 7% of images), class 2 never made."""
+    dgr = strategies.DeepGenerativeReplay(DGR_solver_steps=1)
+    dgr.label = lambda images: tf.cast(tf.reduce_mean(images, axis=[1, 2, 3]) > np.tanh(1.5), tf.int32)
+    trainer = types.SimpleNamespace(generate=StripeGenerator(), config=types.SimpleNamespace(seed=0))
+    task = types.SimpleNamespace(seen_classes=[0, 1, 2])
+    fixed_noise = np.random.default_rng(1).standard_normal((100, 4)).astype(np.float32)
+    in_fixed_noise = int(np.sum(fixed_noise[:, 0] > 1.5))
+    grids = dgr.grid_images(trainer, task, fixed_noise)
+    assert set(grids) == {0, 1}
+    assert grids[0].shape == (100, 2, 2, 1) and np.all(grids[0] <= np.tanh(1.5) + 1e-2)
+    # the fixed noise alone held a few images of class 1; drawing more fills its grid
+    assert in_fixed_noise < 10 and grids[1].shape == (100, 2, 2, 1)
+    assert np.all(grids[1] > np.tanh(1.5) - 1e-2) and grids[1].max() <= 1.0
