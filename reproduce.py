@@ -207,7 +207,10 @@ def run_protocol(dataset, iters, tasks, runs, reproduction_dir=REPRODUCTION_DIR,
 FIGURES = (('table1.png', 'Table 1: measured and paper mean accuracy after 5 and 10 tasks'),
            ('accuracy.png', 'Mean accuracy after each task'),
            ('figure3.png', "Figure 3: the first 10 fixed-noise samples of every class seen, after each "
-                           "run's last tested task"))
+                           "run's last tested task"),
+           # Drawn by report.py --figure4 from run folders with checkpoints, which a summary lacks.
+           ('figure4.png', "Figure 4: t-SNE of generated 0s and real 0s on the evaluation classifier's "
+                           "features, after each run's last task"))
 
 
 def write_group_figures(group_dir, run_dirs, runs, paper):

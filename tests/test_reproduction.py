@@ -151,6 +151,7 @@ def test_format_duration():
 def test_protocol_runs_what_is_not_summarised_and_makes_the_report(tmp_path, capsys):
     reproduction, results = tmp_path / 'reproduction', tmp_path / 'results'
     fake_run(reproduction / 'mnist_5k_3' / 'ra')  # summarised already
+    (reproduction / 'mnist_5k_3' / 'figure4.png').write_bytes(b'\x89PNG by report.py --figure4')
     calls = []
 
     def execute(argv, log_dir, run, step):
@@ -189,6 +190,8 @@ def test_protocol_runs_what_is_not_summarised_and_makes_the_report(tmp_path, cap
     assert '| sft | 2 | 20 s | [mnist_5k_3/sft/command.txt](mnist_5k_3/sft/command.txt) |' in text
     assert '| ra | 3 | – | [mnist_5k_3/ra/command.txt](mnist_5k_3/ra/command.txt) |' in text
     assert '![Figure 3: the first 10 fixed-noise samples' in text and '](mnist_5k_3/figure3.png)' in text
+    assert '![Figure 4: t-SNE of generated 0s' in text and '](mnist_5k_3/figure4.png)' in text
+    assert (reproduction / 'mnist_5k_3' / 'figure4.png').read_bytes() == b'\x89PNG by report.py --figure4'
 
 
 def test_protocol_dry_run_prints_the_paper_budgets(tmp_path, capsys):
