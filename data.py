@@ -94,6 +94,13 @@ def load_dataset(name, data_dir, download=True):
     raise DataError(f'unknown dataset {name!r}; choose one of {", ".join(DATASET_NAMES)}')
 
 
+def class_names(name):
+    """A dataset's class names by label, without loading it (LSUN: its default categories)."""
+    if name not in DATASET_NAMES:
+        raise DataError(f'unknown dataset {name!r}; expected one of {", ".join(DATASET_NAMES)}')
+    return list({'fashion_mnist': FASHION_MNIST_NAMES, 'lsun': LSUN_CATEGORIES}.get(name, DIGIT_NAMES))
+
+
 def pad_to_32(images_28):
     """Zero pad (N, 28, 28, ...) to (N, 32, 32, ...): 2 pixels each side, dtype kept."""
     images_28 = np.asarray(images_28)

@@ -1,5 +1,6 @@
 """Compare measured runs with the paper: Table 1 (MNIST, SVHN) and Table 2 (LSUN) as Markdown,
-the mean accuracy after each task and the README's block; the command line also draws the
+the mean accuracy after each task, every class's accuracy after the last task, and the
+README's block; the command line also draws the
 figures of figures.py (bar chart, accuracy after each task, the paper's Figures 3 and 4).
 
     python report.py RESULT_DIR [RESULT_DIR ...] [--out report.png] [--markdown]
@@ -17,6 +18,7 @@ import sys
 
 import numpy as np
 
+import data
 import utils
 
 PAPER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'paper_results.json')
@@ -207,6 +209,42 @@ def build_task_table(runs, names):
     return '\n'.join(lines)
 
 
+def percent(value):
+    return MISSING if value is None else f'{100 * value:.1f}'
+
+
+def build_last_task_table(runs, names):
+    """Markdown: after each run's last task, its mean, reverse accuracy, classifier FID and each
+    class's accuracy: the evidence behind its Table 1 cell. DGR adds a row of each class's
+    share of its generator's draws, as its solver labels them."""
+    classes = range(max((len(r['tasks'][-1]['seen_classes']) for r in runs if r['tasks']), default=0))
+    lines = ['| Run | After task | Mean | Reverse accuracy | Classifier FID | '
+             + ' | '.join(str(c) for c in classes) + ' |', '|---|---|---|---|---|' + '---|' * len(classes)]
+    shares_shown = False
+    for name, results in ((n, r) for n, r in zip(names, runs) if r['tasks']):
+        last = results['tasks'][-1]
+        fid = last.get('classifier_fid')
+        per_class = [percent(last.get('accuracy_per_class', {}).get(str(c))) for c in classes]
+        lines.append(f"| {name} | {last['task']} | {percent(last['mean_accuracy'])} | "
+                     f"{percent(last.get('reverse_accuracy'))} | {MISSING if fid is None else f'{fid:.1f}'} | "
+                     + ' | '.join(per_class) + ' |')
+        if last.get('generated_class_share'):
+            shares_shown = True
+            shares = [percent(last['generated_class_share'].get(str(c))) for c in classes]
+            lines.append(f"| {name}: share of draws | {last['task']} | | | | " + ' | '.join(shares) + ' |')
+    caption = ("After each run's last task: mean accuracy and each class's accuracy (%, numbered columns), "
+               'reverse accuracy (%) and classifier FID.')
+    if shares_shown:
+        caption += (" A share-of-draws row: each class's share (%) of the images the run's generator draws, "
+                    'as its solver labels them.')
+    lines += ['', caption]
+    for dataset in sorted({r['dataset'] for r in runs}):
+        named = data.class_names(dataset)
+        if named != data.DIGIT_NAMES:
+            lines.append(f'{dataset} classes: ' + ', '.join(f'{c} {n}' for c, n in enumerate(named)) + '.')
+    return '\n'.join(lines)
+
+
 def markdown_report(runs, names, paper=None):
     """Markdown that depends on the results alone (no dates, no paths): Table 1 of the measured
     datasets, Table 2 when LSUN was measured, and the accuracy after each task."""
@@ -216,7 +254,7 @@ def markdown_report(runs, names, paper=None):
         parts.append(build_table(runs, paper))
     if any(paper_dataset(r['dataset']) == 'LSUN' for r in runs):
         parts.append(build_lsun_table(runs, paper))
-    parts.append(build_task_table(runs, names))
+    parts += [build_task_table(runs, names), build_last_task_table(runs, names)]
     return '\n\n'.join(parts) + '\n'
 
 

@@ -54,6 +54,14 @@ def assert_padded_copy(padded, original):
 
 # ---------------------------------------------------------------- pad, group
 
+def test_class_names_without_loading():
+    assert data.class_names('mnist_5k') == data.class_names('svhn') == [str(d) for d in range(10)]
+    assert data.class_names('fashion_mnist')[:3] == ['T-shirt/top', 'Trouser', 'Pullover']
+    assert data.class_names('lsun') == ['bedroom', 'kitchen', 'church_outdoor', 'tower']
+    with pytest.raises(DataError, match="unknown dataset 'cifar'"):
+        data.class_names('cifar')
+
+
 def test_pad_to_32_exact():
     images = np.arange(2 * 28 * 28 * 3).reshape(2, 28, 28, 3).astype(np.uint8)
     padded = data.pad_to_32(images)

@@ -173,15 +173,36 @@ def test_markdown_output_is_stable_and_names_no_path(runs, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert report.main(args) == 0
     assert capsys.readouterr().out == out
-    assert out == report.markdown_report(runs, names) and out.endswith('number of classes.\n')
+    assert out == report.markdown_report(runs, names)
+    assert out.endswith('lsun classes: 0 bedroom, 1 kitchen, 2 church_outdoor, 3 tower.\n')
     assert str(tmp_path) not in out and err == f'chart: {tmp_path / "chart.png"}\n'
     assert '| SVHN' not in out and '| MNIST (mnist_5k) | 5 tasks |' in out  # measured datasets only
     assert '| LSUN after 4 tasks |' in out
-    assert row(out, '| sft |') == ['sft', 'mnist_5k', 'SFT', '100.0', '50.0', '33.0', '25.0', '20.0',
+    assert row(out, '| sft | mnist_5k |') == ['sft', 'mnist_5k', 'SFT', '100.0', '50.0', '33.0', '25.0', '20.0',
                                    '17.0', '14.0', '12.0', '11.0', '10.0']
     dash = report.MISSING
-    assert row(out, '| joint_5 |') == ['joint_5', 'mnist_5k', 'Joint (5 classes)'] + [dash] * 4 + ['97.7'] + [dash] * 5
-    assert row(out, '| lsun_ra |')[3:] == ['100.0', '90.0', '85.0', '80.0'] + [dash] * 6
+    assert row(out, '| joint_5 | mnist_5k |') == ['joint_5', 'mnist_5k', 'Joint (5 classes)'] + [dash] * 4 + ['97.7'] + [dash] * 5
+    assert row(out, '| lsun_ra | lsun |')[3:] == ['100.0', '90.0', '85.0', '80.0'] + [dash] * 6
+    assert row(out, '| lsun_ra | 4 |')[:5] == ['lsun_ra', '4', '80.0', '83.6', '3.2']  # after its last task
+
+
+def test_last_task_table_gives_each_class_reverse_accuracy_fid_and_dgr_shares():
+    dgr = sequential('mnist_5k', 'dgr', [1.0, 0.6])
+    dgr['tasks'][-1].update(accuracy_per_class={'0': 0.25, '1': 0.95}, reverse_accuracy=0.9, classifier_fid=35.74,
+                            generated_class_share={'0': 0.125, '1': 0.875})
+    joint_3 = joint('fashion_mnist', 3, 0.5)
+    joint_3['tasks'][-1]['accuracy_per_class'] = {'0': 0.5, '1': 0.25, '2': 0.75}
+    table = report.build_last_task_table([dgr, joint_3, sequential('mnist_5k', 'sft', [])], ['dgr', 'joint_3', 'sft'])
+    dash = report.MISSING
+    assert table.splitlines()[0] == '| Run | After task | Mean | Reverse accuracy | Classifier FID | 0 | 1 | 2 |'
+    assert row(table, '| dgr |') == ['dgr', '2', '60.0', '90.0', '35.7', '25.0', '95.0', dash]
+    assert row(table, '| dgr: share of draws |') == ['dgr: share of draws', '2', '', '', '', '12.5', '87.5', dash]
+    assert row(table, '| joint_3 |') == ['joint_3', '3', '50.0', dash, dash, '50.0', '25.0', '75.0']
+    assert '| sft |' not in table  # no task tested yet
+    assert "A share-of-draws row: each class's share (%)" in table
+    assert table.endswith('fashion_mnist classes: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, '
+                          '5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot.')
+    assert 'share-of-draws' not in report.build_last_task_table([joint_3], ['joint_3'])
 
 
 def test_accuracy_after_each_task_series_and_plot(runs, tmp_path):
