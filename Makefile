@@ -22,7 +22,7 @@ demo: $(STAMP)
 	@echo "sample grids: $(DEMO)/samples and $(DEMO)/test; metrics: $(DEMO)/results.json"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n logical --maxprocesses 4 --durations=15
 
 # The paper's Table 1 protocol: joint on 5 and 10 classes, SFT, JTR and RA over 10
 # tasks, --test on each, then report.py. ITERS shortens every run (the paper: 4001
