@@ -1,7 +1,7 @@
 """Compare measured runs with the paper: Table 1 (MNIST, SVHN) and Table 2 (LSUN) as Markdown,
-the mean accuracy after each task, every class's accuracy after the last task, and the
-README's block; the command line also draws the
-figures of figures.py (bar chart, accuracy after each task, the paper's Figures 3 and 4).
+the mean accuracy after each task, each class's accuracy after the last task, and the
+README's block; the command line also draws the figures of figures.py (bar chart, accuracy
+after each task, the paper's Figures 3 and 4).
 
     python report.py RESULT_DIR [RESULT_DIR ...] [--out report.png] [--markdown]
                      [--accuracy_plot PATH] [--figure3 PATH] [--figure4 PATH [--figure4_samples N]]
@@ -238,7 +238,7 @@ def build_last_task_table(runs, names):
         caption += (" A share-of-draws row: each class's share (%) of the images the run's generator draws, "
                     'as its solver labels them.')
     lines += ['', caption]
-    for dataset in sorted({r['dataset'] for r in runs}):
+    for dataset in sorted({r['dataset'] for r in runs} & set(data.DATASET_NAMES)):
         named = data.class_names(dataset)
         if named != data.DIGIT_NAMES:
             lines.append(f'{dataset} classes: ' + ', '.join(f'{c} {n}' for c, n in enumerate(named)) + '.')
@@ -247,7 +247,8 @@ def build_last_task_table(runs, names):
 
 def markdown_report(runs, names, paper=None):
     """Markdown that depends on the results alone (no dates, no paths): Table 1 of the measured
-    datasets, Table 2 when LSUN was measured, and the accuracy after each task."""
+    datasets, Table 2 when LSUN was measured, the accuracy after each task and each class's
+    accuracy after the last task."""
     paper = measured_paper(runs, paper)
     parts = []
     if any(paper_dataset(r['dataset']) != 'LSUN' for r in runs):

@@ -203,6 +203,8 @@ def test_last_task_table_gives_each_class_reverse_accuracy_fid_and_dgr_shares():
     assert table.endswith('fashion_mnist classes: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, '
                           '5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot.')
     assert 'share-of-draws' not in report.build_last_task_table([joint_3], ['joint_3'])
+    unknown = sequential('cifar', 'sft', [0.9])  # a dataset this project cannot name: numbered columns only
+    assert report.build_last_task_table([unknown], ['sft']).splitlines()[-1].startswith("After each run's last task")
 
 
 def test_accuracy_after_each_task_series_and_plot(runs, tmp_path):
