@@ -176,6 +176,21 @@ def wait_for_checkpoint(process, result, name, timeout=300):
     raise AssertionError(f'no {name} while running: {process.stderr.read()[-3000:]}')
 
 
+@pytest.mark.parametrize('flags, onednn', [(['--deterministic'], False), ([], None)])
+def test_deterministic_runs_load_tensorflow_without_onednn(flags, onednn):
+    """oneDNN's kernels are outside op determinism, and TensorFlow reads the switch only as it loads."""
+    probe = ("import os, sys; sys.argv = ['main.py', *sys.argv[1:]]; import main; "
+             "from tensorflow.python.util import _pywrap_util_port as port; "
+             "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), port.IsMklEnabled())")
+    env = {name: value for name, value in os.environ.items() if name != 'TF_ENABLE_ONEDNN_OPTS'}
+    done = subprocess.run([sys.executable, '-c', probe, *flags], cwd=ROOT, env=env, capture_output=True, text=True)
+    setting, enabled = done.stdout.split()
+    if onednn is False:
+        assert (setting, enabled) == ('0', 'False')
+    else:
+        assert setting == 'None'  # TensorFlow's own default, whatever this CPU makes of it
+
+
 # RA is killed at its first checkpoint; EWC and DGR in task 2, so that what they keep
 # from task 1 (Fisher and anchor; solver, old generator and old solver) must come back.
 # Their end-of-task work is shortened by their own flags.
