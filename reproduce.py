@@ -27,6 +27,7 @@ import time
 from PIL import Image
 
 import figures
+import readme_tables
 import report
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -228,12 +229,13 @@ def report_markdown(reproduction_dir, paper=None):
     lines = ['# Reproduction runs', '',
              'Made by `python reproduce.py report` (the last step of `make reproduce`) from the run '
              'summaries in this folder; do not edit it by hand. README.md here explains the folder.', '']
-    groups = report.reproduction_groups(reproduction_dir)
+    groups = readme_tables.reproduction_groups(reproduction_dir)
     if not groups:
         lines += ['No run is summarised yet.', '']
     for group, group_runs in groups:
         names, run_dirs, runs = (list(column) for column in zip(*group_runs))
-        lines += [f'## {report.group_title(group)}', '', report.markdown_report(runs, names, paper).rstrip('\n'), '']
+        lines += [f'## {readme_tables.group_title(group)}', '',
+                  report.markdown_report(runs, names, paper).rstrip('\n'), '']
         for figure, caption in FIGURES:
             if os.path.isfile(os.path.join(reproduction_dir, group, figure)):
                 lines += [f'![{caption}]({group}/{figure})', '']
@@ -250,7 +252,7 @@ def report_markdown(reproduction_dir, paper=None):
 def write_report(reproduction_dir=REPRODUCTION_DIR, readme_path=os.path.join(REPO, 'README.md')):
     """Figures of every group, then report.md; says when the README's block is out of date."""
     paper = report.load_paper()
-    for group, group_runs in report.reproduction_groups(reproduction_dir):
+    for group, group_runs in readme_tables.reproduction_groups(reproduction_dir):
         _, run_dirs, runs = zip(*group_runs)
         write_group_figures(os.path.join(reproduction_dir, group), list(run_dirs), list(runs), paper)
     os.makedirs(reproduction_dir, exist_ok=True)
@@ -259,8 +261,8 @@ def write_report(reproduction_dir=REPRODUCTION_DIR, readme_path=os.path.join(REP
     print(f'report: {os.path.join(reproduction_dir, "report.md")}')
     if os.path.isfile(readme_path):
         with open(readme_path) as f:
-            current = report.readme_section(f.read())
-        if current is not None and current != report.readme_block(reproduction_dir):
+            current = readme_tables.readme_section(f.read())
+        if current is not None and current != readme_tables.readme_block(reproduction_dir):
             print(f'note: the block in {readme_path} is out of date: python reproduce.py readme --write README.md')
 
 
@@ -268,7 +270,7 @@ def write_readme(readme_path, reproduction_dir=REPRODUCTION_DIR):
     """Put the block between the README's marker lines; True when the file changed."""
     with open(readme_path) as f:
         text = f.read()
-    updated = report.replace_readme_section(text, report.readme_block(reproduction_dir))
+    updated = readme_tables.replace_readme_section(text, readme_tables.readme_block(reproduction_dir))
     if updated != text:
         with open(readme_path, 'w') as f:
             f.write(updated)
@@ -316,7 +318,7 @@ def main(argv=None):
         elif args.write:
             print(f"{args.write}: {'updated' if write_readme(args.write, args.reproduction_dir) else 'up to date'}")
         else:
-            sys.stdout.write(report.readme_block(args.reproduction_dir))
+            sys.stdout.write(readme_tables.readme_block(args.reproduction_dir))
     except (report.ReportError, ReproduceError) as error:
         print(f'reproduce.py: error: {error}', file=sys.stderr)
         return 2

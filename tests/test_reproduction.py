@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import figures
+import readme_tables
 import report
 import reproduce
 
@@ -212,7 +213,7 @@ def test_a_dataset_the_paper_did_not_use_gets_table_rows_without_paper_values(tm
     reproduction = tmp_path / 'reproduction'
     fake_run(reproduction / 'fashion_mnist_3' / 'ra', tasks=5, dataset='fashion_mnist')
     fake_run(reproduction / 'fashion_mnist_3' / 'sft', mode='sft', tasks=5, dataset='fashion_mnist')
-    block = report.readme_block(str(reproduction))
+    block = readme_tables.readme_block(str(reproduction))
     assert '| fashion_mnist | 5 tasks | – | 50.0 | – | – | – | 50.0 |' in block
     assert '| fashion_mnist | 10 tasks | – | – | – | – | – | – |' in block
     assert 'fashion_mnist has no paper value: the paper does not use it.' in block
@@ -227,8 +228,8 @@ def test_readme_block_of_a_reproduction_folder(tmp_path):
     fake_run(reproduction / 'mnist_5k_3' / 'ra')
     fake_run(reproduction / 'mnist_5k_3' / 'joint_5', mode='joint', tasks=5)
     fake_run(reproduction / 'mnist_5k_20' / 'sft', mode='sft')
-    block = report.readme_block(str(reproduction))
-    assert block == report.readme_block(str(reproduction)) and str(tmp_path) not in block
+    block = readme_tables.readme_block(str(reproduction))
+    assert block == readme_tables.readme_block(str(reproduction)) and str(tmp_path) not in block
     lines = block.splitlines()
     assert lines[0].startswith('Made by `python reproduce.py readme --write README.md`')
     assert lines.index('**mnist_5k, 3 iterations per task (joint training: 3 per class)** (`reproduction/mnist_5k_3/`)') \
@@ -242,34 +243,35 @@ def test_readme_block_of_a_reproduction_folder(tmp_path):
     assert lines[short_group + 2] == 'No run of this group reached 5 tasks; the accuracy after each task is in report.md.'
     assert block.count('| Dataset | After |') == 1
     assert 'has no paper value' not in block
-    empty = report.readme_block(str(tmp_path / 'nothing_here'))
+    empty = readme_tables.readme_block(str(tmp_path / 'nothing_here'))
     assert 'No run is summarised in `nothing_here/` yet' in empty
 
 
 def test_readme_block_goes_between_the_marker_lines(tmp_path):
     readme = tmp_path / 'README.md'
-    readme.write_text(f'# Title\n\nbefore\n{report.README_BEGIN}\nold\n{report.README_END}\nafter\n')
-    assert report.readme_section(readme.read_text()) == 'old\n'
+    begin, end = readme_tables.README_BEGIN, readme_tables.README_END
+    readme.write_text(f'# Title\n\nbefore\n{begin}\nold\n{end}\nafter\n')
+    assert readme_tables.readme_section(readme.read_text()) == 'old\n'
     empty = tmp_path / 'reproduction'
     assert reproduce.main(['readme', '--write', str(readme), '--reproduction_dir', str(empty)]) == 0
-    block = report.readme_block(str(empty))
-    assert readme.read_text() == f'# Title\n\nbefore\n{report.README_BEGIN}\n{block}{report.README_END}\nafter\n'
-    assert report.readme_section(readme.read_text()) == block
+    block = readme_tables.readme_block(str(empty))
+    assert readme.read_text() == f'# Title\n\nbefore\n{begin}\n{block}{end}\nafter\n'
+    assert readme_tables.readme_section(readme.read_text()) == block
     assert not reproduce.write_readme(str(readme), str(empty))  # unchanged the second time
-    assert report.readme_section('no markers\n') is None
+    assert readme_tables.readme_section('no markers\n') is None
     with pytest.raises(report.ReportError, match='needs one line'):
-        report.readme_section(f'{report.README_END}\n{report.README_BEGIN}\n')
+        readme_tables.readme_section(f'{end}\n{begin}\n')
     with pytest.raises(report.ReportError, match='has no'):
-        report.replace_readme_section('no markers\n', block)
+        readme_tables.replace_readme_section('no markers\n', block)
 
 
 def test_readme_shows_the_committed_reproduction_folder():
     with open(os.path.join(REPO, 'README.md')) as f:
-        section = report.readme_section(f.read())
+        section = readme_tables.readme_section(f.read())
     if section is None:
-        pytest.skip(f'README.md has no {report.README_BEGIN} / {report.README_END} lines yet; once they are '
-                    'there, `python reproduce.py readme --write README.md` fills them')
-    assert section == report.readme_block(os.path.join(REPO, 'reproduction')), \
+        pytest.skip(f'README.md has no {readme_tables.README_BEGIN} / {readme_tables.README_END} lines yet; '
+                    'once they are there, `python reproduce.py readme --write README.md` fills them')
+    assert section == readme_tables.readme_block(os.path.join(REPO, 'reproduction')), \
         'README.md is out of date with reproduction/: run `python reproduce.py readme --write README.md`'
 
 
