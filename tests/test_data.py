@@ -10,6 +10,7 @@ import scipy.io
 from PIL import Image
 
 import data
+import idx_files
 from data import DataError
 
 MNIST_NAMES = data.MNIST_FILES  # train images, train labels, test images, test labels
@@ -211,7 +212,7 @@ def serve_from_memory(monkeypatch, files, failing_mirrors=(), mirrors_name='MNIS
             raise OSError('network unreachable')
         return files[url.rsplit('/', 1)[1]]
 
-    monkeypatch.setattr(data, '_fetch', fake_fetch)
+    monkeypatch.setattr(idx_files, '_fetch', fake_fetch)  # where the download looks it up
     monkeypatch.setattr(data, mirrors_name, ['https://mirror-a.test/mnist/',
                                              'https://mirror-b.test/mnist/'])
     return requested
