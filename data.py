@@ -15,7 +15,6 @@ from PIL import Image
 # DataError lives in idx_files so both modules raise it; data.DataError is the same class
 from idx_files import (MNIST_FILES, DataError, check_mnist_format_split, download_idx_files,
                        find_idx_files, load_idx_splits)
-from idx_files import read_idx  # noqa: F401  (re-exported: callers use data.read_idx)
 
 DATASET_NAMES = ('mnist', 'mnist_5k', 'fashion_mnist', 'svhn', 'lsun')
 LSUN_CATEGORIES = ('bedroom', 'kitchen', 'church_outdoor', 'tower')  # task order

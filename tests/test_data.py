@@ -125,7 +125,7 @@ def test_read_idx_detects_gzip_by_content_not_suffix(tmp_path):
     labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
     path = tmp_path / 'labels-without-gz-suffix'
     path.write_bytes(gzip.compress(idx_bytes(labels)))
-    np.testing.assert_array_equal(data.read_idx(path), labels)
+    np.testing.assert_array_equal(idx_files.read_idx(path), labels)
 
 
 def test_load_mnist_from_npz(tmp_path):
@@ -195,7 +195,7 @@ def test_damaged_gzip_raises_naming_file(tmp_path, damage):
     path = tmp_path / 'broken.gz'
     path.write_bytes(damage(gzip.compress(idx_bytes(np.zeros((2, 28, 28))))))
     with pytest.raises(DataError, match='broken.gz') as error:
-        data.read_idx(path)
+        idx_files.read_idx(path)
     assert 'corrupt or truncated gzip' in str(error.value)
 
 
