@@ -2,28 +2,25 @@
 
 This module knows nothing of TensorFlow, models, tasks or training modes.
 Nothing is written to disk except by the MNIST and Fashion-MNIST downloads.
+The IDX files those two share are read and downloaded by idx_files.py.
 """
 import functools
-import gzip
-import hashlib
-import http.client
 import os
-import tempfile
-import urllib.request
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.io
 from PIL import Image
 
+# DataError lives in idx_files so both modules raise it; data.DataError is the same class
+from idx_files import (MNIST_FILES, DataError, check_mnist_format_split, download_idx_files,
+                       find_idx_files, load_idx_splits)
+
 DATASET_NAMES = ('mnist', 'mnist_5k', 'fashion_mnist', 'svhn', 'lsun')
 LSUN_CATEGORIES = ('bedroom', 'kitchen', 'church_outdoor', 'tower')  # task order
 LSUN_IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp')
 DIGIT_NAMES = [str(d) for d in range(10)]
 
-MNIST_FILES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte',  # Fashion-MNIST's too
-               't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')
 MNIST_MD5 = {  # MD5 of the original .gz files
     'train-images-idx3-ubyte.gz': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
     'train-labels-idx1-ubyte.gz': 'd53e105ee54ea40749a09fcbcd1e9432',
@@ -32,7 +29,6 @@ MNIST_MD5 = {  # MD5 of the original .gz files
 }
 MNIST_MIRRORS = ['https://ossci-datasets.s3.amazonaws.com/mnist/',
                  'https://storage.googleapis.com/cvdf-datasets/mnist/']
-DOWNLOAD_TIMEOUT_SECONDS = 30
 
 FASHION_MNIST_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                        'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
@@ -47,17 +43,9 @@ FASHION_MNIST_MIRRORS = ['http://fashion-mnist.s3-website.eu-central-1.amazonaws
 FASHION_MNIST_DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'  # apt package dataset-fashion-mnist
 FASHION_MNIST_LOCAL_DIR = os.path.join('dataset', 'fashion_mnist')  # relative to the working folder
 
-IDX_IMAGES_MAGIC = 0x00000803  # uint8, 3 dims
-IDX_LABELS_MAGIC = 0x00000801  # uint8, 1 dim
-GZIP_MAGIC = b'\x1f\x8b'
-
 MNIST_5K_TEST_PER_CLASS = 100
 MNIST_5K_SPLIT_SEED = 0  # fixed, independent of any training seed
 LSUN_TEST_EVERY = 10
-
-
-class DataError(Exception):
-    """A dataset file or folder is missing or malformed; the message names it."""
 
 
 @dataclass
@@ -110,6 +98,11 @@ def pad_to_32(images_28):
     return np.pad(images_28, pad, mode='constant', constant_values=0)
 
 
+def _padded(splits):
+    """Each MNIST-format (images, labels) split with its (N, 28, 28) images as (N, 32, 32, 1)."""
+    return [(pad_to_32(images[..., None]), labels) for images, labels in splits]
+
+
 def group_by_class(x, y, num_classes):
     """Stable sort by label; class c is x_sorted[offsets[c]:offsets[c + 1]]."""
     y = np.asarray(y, dtype=np.int64)
@@ -144,77 +137,7 @@ def _require_data_dir(name, data_dir):
     return os.path.abspath(data_dir)
 
 
-# ---------------------------------------------------------------- IDX / MNIST
-
-def _read_bytes_maybe_gzipped(path):
-    try:
-        with open(path, 'rb') as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f'{path}: cannot read ({e.strerror or e})') from e
-    if raw[:2] != GZIP_MAGIC:  # detect gzip by content, not by suffix
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as e:  # a bad deflate body raises zlib.error
-        raise DataError(f'{path}: corrupt or truncated gzip data ({e})') from e
-
-
-def read_idx(path, expected_magic=None):
-    """Read an IDX file of uint8 (gzipped or raw) into an array shaped as its header says."""
-    path = os.path.abspath(path)
-    data = _read_bytes_maybe_gzipped(path)
-    if len(data) < 4:
-        raise DataError(f'{path}: too short for an IDX header ({len(data)} bytes)')
-    magic = int.from_bytes(data[:4], 'big')
-    if expected_magic is not None and magic != expected_magic:
-        raise DataError(f'{path}: wrong IDX magic number 0x{magic:08x}, '
-                        f'expected 0x{expected_magic:08x}')
-    ndim = data[3]
-    if data[:3] != b'\x00\x00\x08' or ndim == 0:
-        raise DataError(f'{path}: not a uint8 IDX file (magic number 0x{magic:08x})')
-    header_size = 4 + 4 * ndim
-    if len(data) < header_size:
-        raise DataError(f'{path}: truncated IDX header')
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim)]
-    expected_size = header_size + int(np.prod(dims))
-    if len(data) != expected_size:
-        raise DataError(f'{path}: {len(data)} bytes but header {dims} implies {expected_size} '
-                        f'({"truncated" if len(data) < expected_size else "trailing data"})')
-    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims).copy()
-
-
-def _check_mnist_format_split(images, labels, images_path, labels_path):
-    """MNIST's rules, which Fashion-MNIST shares: 28x28 images, one label per image, labels 0..9."""
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise DataError(f'{images_path}: expected 28x28 images, got shape {images.shape}')
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(f'{labels_path}: {labels.shape} labels for {len(images)} images '
-                        f'in {images_path}')
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f'{labels_path}: labels must be 0..9, found {labels.min()}..{labels.max()}')
-
-
-def _find_idx_files(folder):
-    """Path of each standard IDX file (raw or .gz), or None where absent."""
-    found = {}
-    for name in MNIST_FILES:
-        candidates = [os.path.join(folder, name + s) for s in ('', '.gz')]
-        found[name] = next((p for p in candidates if os.path.isfile(p)), None)
-    return found
-
-
-def _load_idx_splits(found):
-    splits = []
-    for prefix in ('train', 't10k'):
-        images_path = found[f'{prefix}-images-idx3-ubyte']
-        labels_path = found[f'{prefix}-labels-idx1-ubyte']
-        images = read_idx(images_path, IDX_IMAGES_MAGIC)
-        labels = read_idx(labels_path, IDX_LABELS_MAGIC)
-        _check_mnist_format_split(images, labels, images_path, labels_path)
-        splits.append((pad_to_32(images[..., None]), labels))
-    return splits
-
+# ---------------------------------------------------------------- MNIST
 
 def _load_mnist_npz(path):
     try:
@@ -229,8 +152,8 @@ def _load_mnist_npz(path):
         images, labels = arrays[f'x_{split}'], arrays[f'y_{split}']
         if images.dtype != np.uint8:
             raise DataError(f'{path}: x_{split} must be uint8, got {images.dtype}')
-        _check_mnist_format_split(images, labels.astype(np.int64).reshape(-1), path, path)
-        splits.append((pad_to_32(images[..., None]), labels.reshape(-1)))
+        check_mnist_format_split(images, labels.astype(np.int64).reshape(-1), path, path)
+        splits.append((images, labels.reshape(-1)))
     return splits
 
 
@@ -244,81 +167,26 @@ def _mnist_missing_message(folder, reason):
 def load_mnist(data_dir, download=True):
     """Full MNIST from IDX files or mnist.npz in data_dir, padded to 32x32x1."""
     folder = _require_data_dir('mnist', data_dir)
-    found = _find_idx_files(folder)
+    found = find_idx_files(folder)
     npz_path = os.path.join(folder, 'mnist.npz')
     if None in found.values() and not os.path.isfile(npz_path):
         if not download:
             raise DataError(_mnist_missing_message(folder, 'download is disabled'))
         download_mnist(folder)
-        found = _find_idx_files(folder)
+        found = find_idx_files(folder)
     if None not in found.values():
-        splits, files, source = _load_idx_splits(found), list(found.values()), 'IDX files'
+        splits, files, source = load_idx_splits(found), list(found.values()), 'IDX files'
     else:
         splits, files, source = _load_mnist_npz(npz_path), [npz_path], 'Keras mnist.npz'
-    return _make_image_set('mnist', splits[0], splits[1], DIGIT_NAMES,
+    return _make_image_set('mnist', *_padded(splits), DIGIT_NAMES,
                            {'source': source, 'files': files})
-
-
-def _fetch(url, timeout):
-    """Bytes at url; tests replace this to serve files from memory."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read()
-
-
-def _write_atomically(path, payload):
-    """Write to a temp name in the same folder, then rename: never a half file."""
-    fd, temp_path = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.partial-')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(payload)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
-
-
-def _fetch_verified(gz_name, mirrors, md5_by_name):
-    """The file's bytes from the first mirror whose copy matches the MD5; else DataError."""
-    failures = []
-    for mirror in mirrors:
-        try:
-            payload = _fetch(mirror + gz_name, DOWNLOAD_TIMEOUT_SECONDS)
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            failures.append(f'{mirror}: {e}')
-            continue
-        digest = hashlib.md5(payload).hexdigest()
-        if digest == md5_by_name[gz_name]:
-            return payload
-        failures.append(f'{mirror}: MD5 {digest} does not match')
-    raise DataError(f'{gz_name}: ' + ('; '.join(failures) or 'no mirrors configured'))
-
-
-def _download_idx_files(folder, mirrors, md5_by_name, missing_message):
-    """Fetch each missing standard IDX .gz into folder with a checked MD5; returns paths written.
-
-    missing_message(reason) words the DataError raised when a file cannot be had.
-    """
-    missing = [name for name, path in _find_idx_files(folder).items() if path is None]
-    written = []
-    for name in missing:
-        gz_name = name + '.gz'
-        try:
-            payload = _fetch_verified(gz_name, mirrors, md5_by_name)
-        except DataError as e:
-            raise DataError(missing_message(
-                f'download from {len(mirrors)} mirror(s) failed ({e})')) from None
-        os.makedirs(folder, exist_ok=True)
-        written.append(os.path.join(folder, gz_name))
-        _write_atomically(written[-1], payload)
-    return written
 
 
 def download_mnist(data_dir):
     """Fetch each missing MNIST .gz file into data_dir with a checked MD5; returns paths written."""
     folder = os.path.abspath(data_dir)
-    return _download_idx_files(folder, MNIST_MIRRORS, MNIST_MD5,
-                               functools.partial(_mnist_missing_message, folder))
+    return download_idx_files(folder, MNIST_MIRRORS, MNIST_MD5,
+                              functools.partial(_mnist_missing_message, folder))
 
 
 def load_mnist_5k():
@@ -364,7 +232,7 @@ def load_fashion_mnist(data_dir, download=True):
                                                          FASHION_MNIST_LOCAL_DIR]
     searched = [os.path.abspath(folder) for folder in searched]
     for folder in searched:
-        found = _find_idx_files(folder)
+        found = find_idx_files(folder)
         if None not in found.values():
             break
     else:
@@ -372,10 +240,9 @@ def load_fashion_mnist(data_dir, download=True):
         if not download:
             raise DataError(missing_message('download is disabled'))
         folder = searched[-1]  # never write into the apt package's folder
-        _download_idx_files(folder, FASHION_MNIST_MIRRORS, FASHION_MNIST_MD5, missing_message)
-        found = _find_idx_files(folder)
-    splits = _load_idx_splits(found)
-    return _make_image_set('fashion_mnist', splits[0], splits[1], FASHION_MNIST_NAMES,
+        download_idx_files(folder, FASHION_MNIST_MIRRORS, FASHION_MNIST_MD5, missing_message)
+        found = find_idx_files(folder)
+    return _make_image_set('fashion_mnist', *_padded(load_idx_splits(found)), FASHION_MNIST_NAMES,
                            {'source': 'Fashion-MNIST IDX files', 'files': list(found.values())})
 
 

@@ -115,11 +115,11 @@ def test_bad_flags_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
 
 
 def test_missing_mnist_files_exit_2_with_offline_hint(tmp_path, capsys, monkeypatch):
-    import data
+    import idx_files
 
     def offline(url, timeout):
         raise OSError('network unreachable')
-    monkeypatch.setattr(data, '_fetch', offline)
+    monkeypatch.setattr(idx_files, '_fetch', offline)
     result = tmp_path / 'never'
     code, err = run_cli(main.main, ['--dataset', 'mnist', '--data_dir', str(tmp_path / 'empty'),
                                     '--result_path', str(result)], capsys)

@@ -10,6 +10,7 @@ import scipy.io
 from PIL import Image
 
 import data
+import idx_files
 from data import DataError
 
 MNIST_NAMES = data.MNIST_FILES  # train images, train labels, test images, test labels
@@ -124,7 +125,7 @@ def test_read_idx_detects_gzip_by_content_not_suffix(tmp_path):
     labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
     path = tmp_path / 'labels-without-gz-suffix'
     path.write_bytes(gzip.compress(idx_bytes(labels)))
-    np.testing.assert_array_equal(data.read_idx(path), labels)
+    np.testing.assert_array_equal(idx_files.read_idx(path), labels)
 
 
 def test_load_mnist_from_npz(tmp_path):
@@ -194,7 +195,7 @@ def test_damaged_gzip_raises_naming_file(tmp_path, damage):
     path = tmp_path / 'broken.gz'
     path.write_bytes(damage(gzip.compress(idx_bytes(np.zeros((2, 28, 28))))))
     with pytest.raises(DataError, match='broken.gz') as error:
-        data.read_idx(path)
+        idx_files.read_idx(path)
     assert 'corrupt or truncated gzip' in str(error.value)
 
 
@@ -211,7 +212,7 @@ def serve_from_memory(monkeypatch, files, failing_mirrors=(), mirrors_name='MNIS
             raise OSError('network unreachable')
         return files[url.rsplit('/', 1)[1]]
 
-    monkeypatch.setattr(data, '_fetch', fake_fetch)
+    monkeypatch.setattr(idx_files, '_fetch', fake_fetch)  # where the download looks it up
     monkeypatch.setattr(data, mirrors_name, ['https://mirror-a.test/mnist/',
                                              'https://mirror-b.test/mnist/'])
     return requested
