@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+import callbacks
 import metrics
 import results
 import utils
@@ -168,7 +169,6 @@ def evaluate_task(generate, task, seen_classes, data, classifier, args):
 def evaluate_run(trainer, tasks, evaluation):
     """--test: grids and metrics for every end-of-task checkpoint of a run, results files;
     returns how many checkpoints were found."""
-    import training  # only --test needs the models
     fixed_noise = trainer.fixed_noise()
     classifier = None
     records = []
@@ -177,7 +177,7 @@ def evaluate_run(trainer, tasks, evaluation):
         if not trainer.checkpoints.restore_task_end(task.number):
             skipped.append(task.number)
             continue
-        broken = training.non_finite_networks(trainer)
+        broken = callbacks.non_finite_networks(trainer)
         if broken:
             raise EvaluationError(f'the task {task.number} checkpoint holds NaN or infinite weights '
                                   f'({", ".join(broken)}): nothing to evaluate')

@@ -11,9 +11,10 @@ import distribution
 import evaluate
 import strategies
 import utils
+from callbacks import NonFiniteLoss, ProgressReporter, non_finite_networks
 from classifier import EvaluationError
 from data import DataError, group_by_class, load_dataset
-from training import PRECISIONS, NonFiniteLoss, ProgressReporter, Task, TaskSpec, Trainer, non_finite_networks
+from training import PRECISIONS, Task, TaskSpec, Trainer
 
 
 @dataclass(frozen=True)
