@@ -1,11 +1,9 @@
-# make demo | make test | make bench | make table1 ITERS=300
+# make demo | make test | make bench | make reproduce
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-ITERS ?= 300
 DATASET ?= mnist_5k
-TABLE1 := results/table1_$(DATASET)_$(ITERS)
 DEMO := results/demo_mnist_5k_ra
 
 .PHONY: demo test bench table1 clean-venv
@@ -22,22 +20,9 @@ demo: $(STAMP)
 	@echo "sample grids: $(DEMO)/samples and $(DEMO)/test; metrics: $(DEMO)/results.json"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n logical --maxprocesses 4 --durations=15
+	$(BIN)/python -m pytest -q -n logical --maxprocesses 4 --dist worksteal --durations=40
 
-# The paper's Table 1 protocol: joint on 5 and 10 classes, SFT, JTR and RA over 10
-# tasks, --test on each, then report.py. ITERS shortens every run (the paper: 4001
-# per task, joint 10x); joint gets ITERS per class. Rerunning continues (--resume).
-table1: $(STAMP)
-	$(BIN)/python joint.py --dataset $(DATASET) --classes 5 --iters $$(( $(ITERS) * 5 )) --result_path $(TABLE1)/joint_5 --resume
-	$(BIN)/python joint.py --dataset $(DATASET) --classes 10 --iters $$(( $(ITERS) * 10 )) --result_path $(TABLE1)/joint_10 --resume
-	$(BIN)/python main.py --dataset $(DATASET) --iters $(ITERS) --result_path $(TABLE1)/sft --resume
-	$(BIN)/python main.py --dataset $(DATASET) --RA --iters $(ITERS) --result_path $(TABLE1)/ra --resume
-	$(BIN)/python main.py --dataset $(DATASET) --JTR --iters $(ITERS) --result_path $(TABLE1)/jtr --resume
-	for run in joint_5 joint_10; do $(BIN)/python joint.py --dataset $(DATASET) --test --result_path $(TABLE1)/$$run || exit 1; done
-	for run in sft ra jtr; do $(BIN)/python main.py --dataset $(DATASET) --test --result_path $(TABLE1)/$$run || exit 1; done
-	$(BIN)/python report.py $(TABLE1)/joint_5 $(TABLE1)/joint_10 $(TABLE1)/sft $(TABLE1)/ra $(TABLE1)/jtr --out $(TABLE1)/report.png | tee $(TABLE1)/report.md
-
-# make reproduce [DATASET=mnist_5k] [ITERS=1000] [TASKS=10] [RUNS="sft ra"] [TEST_FLAGS="..."]:
+# make reproduce [DATASET=mnist_5k] [ITERS=1000] [TASKS=10] [RUNS="sft ra"] [SEEDS="0 1 2"] [TEST_FLAGS="..."]:
 # each run of the Table 1 protocol (joint_5, joint_10, sft, ewc, dgr, jtr, ra) that has no
 # reproduction/<DATASET>_<ITERS>/<run>/results.json yet is trained (--resume) into
 # results/reproduce_<DATASET>_<ITERS>/<run>, tested and summarised into reproduction/; then
@@ -47,7 +32,10 @@ reproduce: ITERS = 1000
 reproduce: TASKS ?= 10
 reproduce: $(STAMP)
 	$(BIN)/python reproduce.py protocol --dataset $(DATASET) --iters $(ITERS) --tasks $(TASKS) \
-		$(if $(RUNS),--runs $(RUNS)) $(if $(TEST_FLAGS),--test_flags="$(TEST_FLAGS)")
+		$(if $(RUNS),--runs $(RUNS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(TEST_FLAGS),--test_flags="$(TEST_FLAGS)")
+
+# The former name of `make reproduce`.
+table1: reproduce
 
 bench: $(STAMP)
 	$(BIN)/python bench.py

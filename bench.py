@@ -26,21 +26,27 @@ import tensorflow as tf
 import model
 import ops
 import runs
-import training
 import utils
-from classifier import build_classifier, predict_labels
 from data import group_by_class, load_dataset
+from evaluation.classifier import build_classifier, predict_labels
+from training import methods
+from training.sampling import ClassBatchSampler
+from training.trainer import BATCH_SIZE, CRITIC_STEPS
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-MODES = ('sft', 'ra', 'jtr', 'ewc', 'dgr', 'joint')
+# Every method of the registry, SFT first, joint training last.
+TIMED_METHODS = ('sft', *[cls.name for cls in methods.selectable()], methods.JointTraining.name)
 REPLAY_TASK = 6  # sequential methods are timed where 5 earlier classes are replayed
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument('--quick', action='store_true', help='a smoke check: fewer timed iterations, fewer tasks')
-    parser.add_argument('--iterations', type=utils.positive_int, help='timed generator iterations per mode')
-    parser.add_argument('--precisions', nargs='+', default=list(training.PRECISIONS), choices=training.PRECISIONS)
+    parser.add_argument('--iterations', type=utils.positive_int, help='timed generator iterations per method')
+    parser.add_argument('--precisions', nargs='+', default=list(model.PRECISIONS), choices=model.PRECISIONS)
+    parser.add_argument('--methods', nargs='+', default=list(TIMED_METHODS), choices=TIMED_METHODS,
+                        help='the methods to time (default: every method); sft, the reference of the ratios, '
+                        'is always timed')
     parser.add_argument('--out', default=os.path.join('results', 'bench.json'))
     parser.add_argument('--distribution_child', action='store_true', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -78,8 +84,9 @@ def matmul_gflops(size=2048, repeats=10):
 # weights and to its upstream gradient (the activations are piecewise linear, so
 # nothing flows back into the forward pass). Elementwise work (normalisation,
 # activations, Adam) is left out; TensorFlow's profiler counts it, hence most of
-# the difference between the two counts. The profiler does not enter tf.cond
-# branches, where the replay terms run: for RA and JTR it misses those FLOPs.
+# the difference between the two counts. It counts none of the replay terms: their
+# batch size follows the task's class count, a tensor, and the profiler counts only
+# ops whose shapes are known when the step is traced.
 
 def dcgan_macs(image_shape, num_classes, width=32, z_dim=model.Z_DIM):
     channels = image_shape[-1]
@@ -94,25 +101,27 @@ def dcgan_macs(image_shape, num_classes, width=32, z_dim=model.Z_DIM):
     return generator, critic
 
 
-def analytic_gflop_per_iteration(mode, image_shape, num_classes, earlier_classes):
+def analytic_gflop_per_iteration(method, image_shape, num_classes, earlier_classes):
+    """The step's GFLOP by the count above; a method without a branch here is counted as SFT
+    (its own terms left out)."""
     generator, critic = dcgan_macs(image_shape, num_classes)
     g, d = 2 * sum(generator.values()), 2 * sum(critic.values())  # FLOPs per image
     g_first, d_first = 2 * generator['dense'], 2 * critic['conv1']
-    batch = training.BATCH_SIZE
+    batch = BATCH_SIZE
     generator_backward = 2 * g - g_first      # no gradient into z
     critic_backward = 2 * d - d_first         # no gradient into training images
     critic_step = batch * g + 2 * batch * (d + critic_backward) + batch * 4 * d
     generator_step = batch * (g + generator_backward) + batch * 2 * d
     replayed = (batch // earlier_classes) * earlier_classes if earlier_classes else 0
-    if mode == 'ra':
+    if method == 'ra':
         generator_step += replayed * (2 * g + generator_backward)
-    if mode == 'jtr':
+    if method == 'jtr':
         critic_step += replayed * (2 * g + 2 * (d + critic_backward))
         generator_step += replayed * (g + generator_backward + 2 * d)  # no old-G pass
-    if mode == 'dgr' and earlier_classes:  # a full unconditional replay batch, with its own penalty
+    if method == 'dgr' and earlier_classes:  # a full unconditional replay batch, with its own penalty
         critic_step += batch * (2 * g + 2 * (d + critic_backward) + 4 * d)
     # EWC's penalty is elementwise (left out, as Adam is); its Fisher runs once per task
-    return (training.CRITIC_STEPS * critic_step + generator_step) / 1e9
+    return (CRITIC_STEPS * critic_step + generator_step) / 1e9
 
 
 def profiler_gflop_per_iteration(trainer, spec):
@@ -120,25 +129,28 @@ def profiler_gflop_per_iteration(trainer, spec):
     from tensorflow.python.profiler import model_analyzer, option_builder
     options = option_builder.ProfileOptionBuilder.float_operation()
     options['output'] = 'none'
-    graph = trainer.train_step.get_concrete_function(spec).graph
+    graph = trainer.written_out_step_graph(spec)
     return model_analyzer.profile(graph, options=options).total_float_ops / 1e9
 
 
 # --- timing the real step ----------------------------------------------------------------------
 
-MODE_FLAGS = {'sft': [], 'ra': ['--RA'], 'jtr': ['--JTR'], 'ewc': ['--EWC'], 'dgr': ['--DGR'], 'joint': []}
+def method_flags(name):
+    """main.py's flags selecting a method of the registry (none for SFT and joint training)."""
+    flag = methods.METHODS[name].flag
+    return [flag] if flag else []
 
 
-def make_trainer(mode, data, precision, result_path):
-    config = runs.default_config('mnist_5k', result_path, joint=mode == 'joint', flags=MODE_FLAGS[mode],
-                                 precision=precision)
+def make_trainer(method, data, precision, result_path):
+    config = runs.default_config('mnist_5k', result_path, joint=method == methods.JointTraining.name,
+                                 flags=method_flags(method), precision=precision)
     return runs.make_trainer(config, data)
 
 
-def task_for(mode, offsets, num_classes):
-    if mode == 'joint':
+def task_for(method, offsets, num_classes):
+    if method == methods.JointTraining.name:
         return runs.joint_task(offsets, num_classes)
-    return runs.sequential_tasks(offsets, REPLAY_TASK)[REPLAY_TASK - 1 if mode != 'sft' else 0]
+    return runs.sequential_tasks(offsets, REPLAY_TASK)[REPLAY_TASK - 1 if method != 'sft' else 0]
 
 
 def time_steps(trainer, spec, iterations):
@@ -152,19 +164,19 @@ def time_steps(trainer, spec, iterations):
     return time.perf_counter() - start
 
 
-def time_mode(mode, data, precision, iterations, matmul_rate):
+def time_method(method, data, precision, iterations, matmul_rate):
     _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
-    task = task_for(mode, offsets, data.num_classes)
+    task = task_for(method, offsets, data.num_classes)
     with tempfile.TemporaryDirectory() as result_path:
-        trainer = make_trainer(mode, data, precision, result_path)
+        trainer = make_trainer(method, data, precision, result_path)
         spec = trainer.spec_tensors(task)
         seconds = time_steps(trainer, spec, iterations)
         profiled = profiler_gflop_per_iteration(trainer, spec)
-        traces = trainer.train_step.experimental_get_tracing_count()
+        traces = trainer.compiled_step.experimental_get_tracing_count()
     rate = iterations / seconds
-    analytic = analytic_gflop_per_iteration(mode, data.image_shape, data.num_classes, task.spec.earlier_classes)
+    analytic = analytic_gflop_per_iteration(method, data.image_shape, data.num_classes, task.spec.earlier_classes)
     return {'gen_iters_per_s': rate,
-            'images_per_s': rate * training.BATCH_SIZE * (training.CRITIC_STEPS + 1),
+            'images_per_s': rate * BATCH_SIZE * (CRITIC_STEPS + 1),
             'gflop_per_iter': analytic, 'profiler_gflop_per_iter': profiled,
             'gflops': analytic * rate, 'ratio_to_matmul': analytic * rate / matmul_rate,
             'timed_iterations': iterations, 'traces': traces}
@@ -189,7 +201,7 @@ def step_part_calls(models, image_shape, num_classes):
     """{name: (call, analytic FLOPs)} of the critic step's pieces on batch 64."""
     generator_macs, critic_macs = dcgan_macs(image_shape, num_classes)
     g, d = 2 * sum(generator_macs.values()), 2 * sum(critic_macs.values())
-    batch = training.BATCH_SIZE
+    batch = BATCH_SIZE
     z, labels = tf.random.normal([batch, model.Z_DIM]), tf.zeros([batch], tf.int32)
     real, fake = tf.random.normal([batch, *image_shape]), tf.random.normal([batch, *image_shape])
     alpha = tf.random.uniform([batch, 1, 1, 1])
@@ -265,9 +277,10 @@ def eval_images_per_s(data, count):
     with tempfile.TemporaryDirectory() as result_path:
         trainer = make_trainer('sft', data, 'float32', result_path)
         classifier = build_classifier(data.image_shape, data.num_classes)
-        predict_labels(classifier, trainer.sample_images(0, training.BATCH_SIZE))  # warm up
+        sample = ClassBatchSampler(trainer.generate, seed=0)
+        predict_labels(classifier, sample(0, BATCH_SIZE))  # warm up
         start = time.perf_counter()
-        predict_labels(classifier, trainer.sample_images(1, count))
+        predict_labels(classifier, sample(1, count))
         return count / (time.perf_counter() - start)
 
 
@@ -289,20 +302,20 @@ def run(args):
     data = load_dataset('mnist_5k', None)
     matmul_rate = matmul_gflops(repeats=5 if args.quick else 20)
     print(f'fp32 matmul: {matmul_rate:.1f} GFLOP/s', flush=True)
-    results = {'machine': machine_description(), 'matmul_gflops': matmul_rate, 'modes': {}, 'precision': {}}
+    results = {'machine': machine_description(), 'matmul_gflops': matmul_rate, 'methods': {}, 'precision': {}}
     for precision in args.precisions:
-        for mode in MODES:
-            measured = time_mode(mode, data, precision, iterations, matmul_rate)
-            print(f"{precision:>15} {mode:>5}: {measured['gen_iters_per_s']:.2f} it/s, "
+        for method in ['sft'] + [name for name in args.methods if name != 'sft']:
+            measured = time_method(method, data, precision, iterations, matmul_rate)
+            print(f"{precision:>15} {method:>5}: {measured['gen_iters_per_s']:.2f} it/s, "
                   f"{measured['gflops']:.1f} GFLOP/s ({100 * measured['ratio_to_matmul']:.0f}% of matmul), "
                   f"{measured['gflop_per_iter']:.1f} GFLOP/it analytic, "
                   f"{measured['profiler_gflop_per_iter']:.1f} by the profiler", flush=True)
-            results['precision'].setdefault(precision, {})[mode] = measured
-    results['modes'] = results['precision'].get('float32') or next(iter(results['precision'].values()))
-    sft = results['modes']['sft']['gen_iters_per_s']
-    results['cost_vs_sft'] = {mode: sft / measured['gen_iters_per_s'] for mode, measured in results['modes'].items()}
-    results['flops_vs_sft'] = {mode: measured['gflop_per_iter'] / results['modes']['sft']['gflop_per_iter']
-                               for mode, measured in results['modes'].items()}
+            results['precision'].setdefault(precision, {})[method] = measured
+    results['methods'] = results['precision'].get('float32') or next(iter(results['precision'].values()))
+    sft = results['methods']['sft']['gen_iters_per_s']
+    results['cost_vs_sft'] = {method: sft / measured['gen_iters_per_s'] for method, measured in results['methods'].items()}
+    results['flops_vs_sft'] = {method: measured['gflop_per_iter'] / results['methods']['sft']['gflop_per_iter']
+                               for method, measured in results['methods'].items()}
     results['step_parts'] = step_parts(data, matmul_rate, 5 if args.quick else 30)
     for name, part in results['step_parts'].items():
         print(f"{name:>24}: {part['ms']:.1f} ms, {part['gflops']:.0f} GFLOP/s "
@@ -311,11 +324,10 @@ def run(args):
     one, mirrored = results['distribution']['none'], results['distribution']['mirrored_2']
     print(f"sft on one device: {one['gen_iters_per_s']:.2f} it/s; mirrored on {', '.join(mirrored['devices'])}: "
           f"{mirrored['gen_iters_per_s']:.2f} it/s", flush=True)
-    memory_iters = 2 if args.quick else 20
-    results['memory_mb'] = {'after_task_1': peak_memory_mb(1, memory_iters),
-                            'after_task_10': peak_memory_mb(10, memory_iters)}
-    print(f"peak memory: {results['memory_mb']['after_task_1']:.0f} MB after task 1, "
-          f"{results['memory_mb']['after_task_10']:.0f} MB after task 10", flush=True)
+    memory_iters, last_task = (2, 3) if args.quick else (20, 10)
+    results['memory_mb'] = {f'after_task_{tasks}': peak_memory_mb(tasks, memory_iters) for tasks in (1, last_task)}
+    print('peak memory: ' + ', '.join(f'{megabytes:.0f} MB {when.replace("_", " ")}'
+                                      for when, megabytes in results['memory_mb'].items()), flush=True)
     results['eval_images_per_s'] = eval_images_per_s(data, 640 if args.quick else 6400)
     print(f"evaluation: {results['eval_images_per_s']:.0f} generated images/s through G and the classifier")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

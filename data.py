@@ -82,6 +82,21 @@ def load_dataset(name, data_dir, download=True):
     raise DataError(f'unknown dataset {name!r}; choose one of {", ".join(DATASET_NAMES)}')
 
 
+def check_every_class(images):
+    """DataError naming the first class without a training image or a held-out test image:
+    its task would draw from nothing, and its accuracy would be NaN. LSUN holds out every
+    10th file of a category, or its last when it has fewer: a category needs 2 images."""
+    for split, labels in (('training', images.train_y), ('held-out test', images.test_y)):
+        counts = np.bincount(labels, minlength=images.num_classes)
+        for label, count in enumerate(counts[:images.num_classes]):
+            if count == 0:
+                name = images.class_names[label]
+                what = f'class {label}' if name == str(label) else f'class {label} ({name})'
+                if images.name == 'lsun':
+                    what = f"category {name!r} ({images.provenance['files'][label]}, at least 2 images needed)"
+                raise DataError(f'{images.name}: {what} has no {split} image')
+
+
 def class_names(name):
     """A dataset's class names by label, without loading it (LSUN: its default categories)."""
     if name not in DATASET_NAMES:

@@ -7,8 +7,13 @@ real batches mix every class and whose fake labels are uniform over them.
 """
 import sys
 
-import quiet  # noqa: F401  (before TensorFlow loads)
-import runs
+import exits
+
+if __name__ == '__main__':
+    exits.stop_on_sigterm()  # from the first import on, as Ctrl-C
+with exits.command_line('joint.py'):  # Ctrl-C while TensorFlow loads
+    import quiet  # noqa: F401  (before TensorFlow loads)
+    import runs
 
 
 def main(argv=None):
@@ -16,4 +21,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with exits.command_line('joint.py'):
+        sys.exit(main())

@@ -5,12 +5,17 @@
 Task t (0-based) holds class t. Without replay (SFT) the generator forgets the
 earlier classes; MeRGAN keeps a frozen copy of the previous generator and
 replays its samples, as training data (JTR) or through replay alignment (RA).
-EWC and DGR are the paper's baselines. The methods live in strategies.py.
+EWC and DGR are the paper's baselines. The methods live in training/methods.py.
 """
 import sys
 
-import quiet  # noqa: F401  (before TensorFlow loads)
-import runs
+import exits
+
+if __name__ == '__main__':
+    exits.stop_on_sigterm()  # from the first import on, as Ctrl-C
+with exits.command_line('main.py'):  # Ctrl-C while TensorFlow loads
+    import quiet  # noqa: F401  (before TensorFlow loads)
+    import runs
 
 
 def main(argv=None):
@@ -18,4 +23,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    with exits.command_line('main.py'):
+        sys.exit(main())

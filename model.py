@@ -5,12 +5,27 @@ nothing about tasks: a generator maps (z, class) to images in [-1, 1], a critic
 maps images to (Wasserstein score, class logits). groups=k makes a generator
 treat its batch as k equal consecutive batches for normalisation statistics.
 """
+import contextlib
+
 import keras
 import tensorflow as tf
 
 import ops
 
 Z_DIM = 128
+PRECISIONS = ('float32', 'mixed_bfloat16')  # Keras policies: compute dtype; weights stay float32
+
+
+@contextlib.contextmanager
+def precision_policy(name):
+    """Layers made inside compute in `name`; the policy before comes back even on an error,
+    so that nothing made later (the evaluation classifier, DGR's solver) inherits it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def generator_norm(num_classes, conditional):

@@ -37,13 +37,23 @@ def import_tensorflow_quietly():
                 print(line, file=sys.stderr)
 
 
+def deterministic_requested(argv):
+    """Whether a command line's flags ask for --deterministic, decided as its parser decides:
+    only the whole word turns it on, since every parser here refuses abbreviations and a
+    switch takes no '=value' (argv[0] is the script)."""
+    return '--deterministic' in argv[1:]
+
+
 def keep_deterministic_runs_exact(argv):
-    """--deterministic promises bit-exact reruns, but op determinism does not reach
-    oneDNN's CPU kernels, which may sum in thread order. On one CI machine a DGR run
-    killed and resumed ended 4e-4 away from the uninterrupted one, and oneDNN is the
-    only part of its step outside op determinism. Eigen's kernels are a little slower."""
-    if '--deterministic' in argv:
-        os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+    """--deterministic promises bit-exact reruns, but op determinism does not reach oneDNN's
+    CPU kernels, which may sum in thread order. The flag overrules TF_ENABLE_ONEDNN_OPTS=1
+    in the environment: it cannot hold with it. Independent ops running side by side also
+    broke it: in the methods whose critic sees replays (JTR, rehearsal, DGR), two runs drew
+    apart in task 2 until ops ran one at a time, so the inter-op pool gets one thread. Each
+    op still uses every core."""
+    if deterministic_requested(argv):
+        os.environ['TF_ENABLE_ONEDNN_OPTS'] = '0'
+        os.environ['TF_NUM_INTEROP_THREADS'] = '1'
 
 
 keep_deterministic_runs_exact(sys.argv)

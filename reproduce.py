@@ -1,7 +1,8 @@
 """The reproduction/ folder: run the paper's Table 1 protocol, keep a small summary of every run,
 and make the report and the README's block from those summaries.
 
-    python reproduce.py protocol --dataset mnist_5k --iters 1000 --tasks 10 [--runs sft ra] [--dry_run]
+    python reproduce.py protocol --dataset mnist_5k --iters 1000 --tasks 10 [--runs sft ra] [--seeds 0 1 2]
+                                 [--dry_run]
     python reproduce.py summarise RUN_DIR DEST_DIR --command "python main.py ..." [--command ...]
                                   [--wall_time SECONDS]
     python reproduce.py report                       # reproduction/report.md and its figures
@@ -10,7 +11,9 @@ and make the report and the README's block from those summaries.
 `make reproduce` runs `protocol`: each run of the protocol that has no
 reproduction/<dataset>_<iters>/<run>/results.json yet is trained (--resume) into
 results/reproduce_<dataset>_<iters>/<run>, tested, summarised; then the report is made again.
-No TensorFlow in this process: training and --test run as main.py and joint.py commands.
+With --seeds, each run once per seed: seed 0 in <run>, seed k in <run>_seed<k>; the report
+pools the seeds of a run into one cell. No TensorFlow in this process: training and --test
+run as main.py and joint.py commands.
 """
 import argparse
 import collections
@@ -19,16 +22,16 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 
 from PIL import Image
 
-import figures
-import readme_tables
-import report
+import exits
+import run_folder
+import utils
+from reporting import figures, reproduction, tables
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 REPRODUCTION_DIR = os.path.join(REPO, 'reproduction')
@@ -37,7 +40,9 @@ GRID_ROWS_KEPT = 2  # of each last-task 10x10 test grid: 20 samples, enough for 
 WALL_TIME_LOG = 'wall_times.json'  # beside the run folders, never inside one
 
 ProtocolRun = collections.namedtuple('ProtocolRun', 'script flags joint_classes')
-# Table 1: joint training on 5 and on 10 classes (ITERS per class), then 10 sequential tasks.
+# The paper's Table 1, the experiment this protocol repeats (not a list of every method: the
+# registry in training/methods.py is that): joint training on 5 and on 10 classes (ITERS per
+# class), then 10 sequential tasks of each method with the settings below.
 # EWC runs at the best lambda of our sweep (reproduction/ewc_sweep_mnist_5k_1000): the paper's
 # 1e9 freezes the generator with our Fisher estimate.
 EWC_LAMBDA = '1e5'
@@ -90,39 +95,90 @@ def copy_grid_rows(source, dest, rows=GRID_ROWS_KEPT):
     """The first `rows` rows of tiles of a 10-column test grid, same pixels and mode."""
     with Image.open(source) as grid:
         tile = grid.width // figures.GRID_COLUMNS
-        grid.crop((0, 0, grid.width, min(rows * tile, grid.height))).save(dest, optimize=True)
+        top = grid.crop((0, 0, grid.width, min(rows * tile, grid.height)))
+    utils.write_atomically(dest, lambda f: top.save(f, format='PNG', optimize=True), binary=True)
+
+
+def copy_file(source, dest):
+    """shutil.copyfile through a temporary file: a full disk leaves the earlier summary's file."""
+    with open(source, 'rb') as f:
+        content = f.read()
+    utils.write_atomically(dest, lambda f: f.write(content), binary=True)
 
 
 def summarise(run_dir, dest_dir, commands, wall_time_s=None, notes=()):
     """Copy a tested run's summary into dest_dir: config.json, results.json, results.csv, a
-    command.txt and the top rows of its last task's test grids; never checkpoints, noise or npz.
+    command.txt (with the wall time, the notes and the seed) and the top rows of its last
+    task's test grids; never checkpoints, noise or npz. dest_dir is new, empty or an earlier
+    summary: never a run folder or its own source, checked before anything is written.
     Returns the files written, relative to dest_dir."""
-    results = report.load_results(run_dir)
+    results = tables.load_results(run_dir)
     missing = [name for name in SUMMARY_FILES if not os.path.isfile(os.path.join(run_dir, name))]
     if missing:
         raise ReproduceError(f'{run_dir}: no {", ".join(missing)} (train it, then run --test)')
+    problem = destination_problem(run_dir, dest_dir)
+    if problem:
+        raise ReproduceError(f'{problem}; nothing was written')
     last = results['tasks'][-1] if results['tasks'] else {'task': None, 'seen_classes': []}
     grids = [f"test/task_{last['task']}_class_{c}.png" for c in last['seen_classes']]
     grids = [grid for grid in grids if os.path.isfile(os.path.join(run_dir, grid))]
-    os.makedirs(os.path.join(dest_dir, 'test'), exist_ok=True)
-    for stale in glob.glob(os.path.join(dest_dir, 'test', 'task_*_class_*.png')):
-        os.remove(stale)  # an earlier summary's last task may have been another
-    for name in SUMMARY_FILES:
-        shutil.copyfile(os.path.join(run_dir, name), os.path.join(dest_dir, name))
-    for grid in grids:
-        copy_grid_rows(os.path.join(run_dir, grid), os.path.join(dest_dir, grid))
-    with open(os.path.join(dest_dir, 'command.txt'), 'w') as f:
-        f.write(command_text(commands, wall_time_s, notes))
+    seed = results.get('run', {}).get('seed')
+    try:
+        utils.make_folder(os.path.join(dest_dir, 'test'))
+        for stale in glob.glob(os.path.join(dest_dir, 'test', 'task_*_class_*.png')):
+            os.remove(stale)  # an earlier summary's last task may have been another
+        for name in SUMMARY_FILES:
+            copy_file(os.path.join(run_dir, name), os.path.join(dest_dir, name))
+        for grid in grids:
+            copy_grid_rows(os.path.join(run_dir, grid), os.path.join(dest_dir, grid))
+        utils.write_atomically(os.path.join(dest_dir, 'command.txt'),
+                               lambda f: f.write(command_text(commands, wall_time_s, [*notes, f'seed: {seed}'])))
+    except OSError as error:
+        raise ReproduceError(f'could not write the summary into {dest_dir} ({error.strerror or error})') from error
+    except utils.WriteFailed as error:
+        raise ReproduceError(f'summarise: {error}') from error
     return sorted(SUMMARY_FILES + ('command.txt',)) + grids
+
+
+def destination_problem(run_dir, dest_dir):
+    """Why a summary of run_dir must not go into dest_dir, else None: the two are one folder or
+    one holds the other, or dest_dir holds what a summary does not write (a run folder, say)."""
+    source, dest = os.path.realpath(run_dir), os.path.realpath(dest_dir)
+    if os.path.commonpath([source, dest]) in (source, dest):
+        return f'{dest_dir} and {run_dir} are the same folder or one holds the other: a summary needs a folder apart'
+    if not os.path.isdir(dest_dir):
+        return f'{dest_dir} is a file' if os.path.lexists(dest_dir) else None
+    entries = set(os.listdir(dest_dir))
+    foreign = sorted(entries - {*SUMMARY_FILES, 'command.txt', 'test'})
+    test = os.path.join(dest_dir, 'test')
+    if 'test' in entries and not (os.path.isdir(test) and all(
+            re.fullmatch(r'task_\d+_class_\d+\.png', name) for name in os.listdir(test))):
+        foreign.append('test/ with other files')
+    if not foreign:
+        return None
+    try:
+        is_run = run_folder.is_run_config(run_folder.read_config(dest_dir))
+    except run_folder.UsageError:
+        is_run = False
+    if is_run:
+        return f'{dest_dir} is a run folder (it holds {", ".join(foreign)}): a summary never replaces a run'
+    return (f'{dest_dir} holds what a summary does not write ({", ".join(foreign)}): choose a new or empty '
+            'folder, or an earlier summary')
 
 
 # --- the protocol --------------------------------------------------------------------------------
 
-def run_commands(run, dataset, iters, tasks, run_dir, test_flags=()):
+def run_folder_name(run, seed):
+    """'ra' for seed 0, 'ra_seed2' for seed 2: the committed seed-0 runs keep their names."""
+    return run if seed == 0 else f'{run}_seed{seed}'
+
+
+def run_commands(run, dataset, iters, tasks, run_dir, test_flags=(), seed=0):
     """(training argv, test argv) of one protocol run, without the interpreter."""
     script, flags, classes = PROTOCOL[run]
     budget = ['--iters', str(iters * classes)] if classes else ['--iters', str(iters), '--num_tasks', str(tasks)]
-    train = [script, '--dataset', dataset, *flags, *budget, '--result_path', run_dir, '--resume']
+    seeded = ['--seed', str(seed)] if seed else []
+    train = [script, '--dataset', dataset, *flags, *budget, *seeded, '--result_path', run_dir, '--resume']
     test = [script, '--dataset', dataset, '--test', '--result_path', run_dir, *test_flags]
     return train, test
 
@@ -173,32 +229,34 @@ def execute(argv, results_root, run, step):
 
 
 def run_protocol(dataset, iters, tasks, runs, reproduction_dir=REPRODUCTION_DIR, results_dir='results',
-                 test_flags=(), dry_run=False, execute=execute):
-    """Train, test and summarise every run not summarised yet, then make the report again.
-    results_dir is relative to the repository root, where the commands run."""
+                 test_flags=(), dry_run=False, execute=execute, seeds=(0,)):
+    """Train, test and summarise every run (once per seed) not summarised yet, then make the
+    report again. results_dir is relative to the repository root, where the commands run."""
     group = f'{dataset}_{iters}'
     results_root = os.path.join(results_dir, f'reproduce_{group}')
     log_dir = os.path.join(REPO, results_root)
     for run in runs:
-        dest = os.path.join(reproduction_dir, group, run)
-        if os.path.isfile(os.path.join(dest, 'results.json')):
-            print(f'{group}/{run}: summarised already, skipped')
-            continue
         if PROTOCOL[run].joint_classes and PROTOCOL[run].joint_classes > tasks:
             print(f'{group}/{run}: skipped, more classes than --tasks {tasks}')
             continue
-        run_dir = os.path.join(results_root, run)
-        train, test = run_commands(run, dataset, iters, tasks, run_dir, test_flags)
-        print(f'{group}/{run}:\n  {shown(train)}\n  {shown(test)}', flush=True)
-        if dry_run:
-            continue
-        if run not in read_wall_times(log_dir) and os.path.isfile(os.path.join(REPO, run_dir, 'config.json')):
-            log_session(log_dir, run, 'train', None)  # trained before this log: time unknown
-        execute(train, log_dir, run, 'train')
-        execute(test, log_dir, run, 'test')
-        total, notes = wall_time_summary(read_wall_times(log_dir)[run])
-        summarise(os.path.join(REPO, run_dir), dest, [shown(train), shown(test)], total, notes)
-        print(f'{group}/{run}: summarised', flush=True)
+        for seed in seeds:
+            name = run_folder_name(run, seed)
+            dest = os.path.join(reproduction_dir, group, name)
+            if os.path.isfile(os.path.join(dest, 'results.json')):
+                print(f'{group}/{name}: summarised already, skipped')
+                continue
+            run_dir = os.path.join(results_root, name)
+            train, test = run_commands(run, dataset, iters, tasks, run_dir, test_flags, seed)
+            print(f'{group}/{name}:\n  {shown(train)}\n  {shown(test)}', flush=True)
+            if dry_run:
+                continue
+            if name not in read_wall_times(log_dir) and os.path.isfile(os.path.join(REPO, run_dir, 'config.json')):
+                log_session(log_dir, name, 'train', None)  # trained before this log: time unknown
+            execute(train, log_dir, name, 'train')
+            execute(test, log_dir, name, 'test')
+            total, notes = wall_time_summary(read_wall_times(log_dir)[name])
+            summarise(os.path.join(REPO, run_dir), dest, [shown(train), shown(test)], total, notes)
+            print(f'{group}/{name}: summarised', flush=True)
     if not dry_run:
         write_report(reproduction_dir)
 
@@ -216,7 +274,7 @@ FIGURES = (('table1.png', 'Table 1: measured and paper mean accuracy after 5 and
 
 def write_group_figures(group_dir, run_dirs, runs, paper):
     """table1.png (when the paper has the dataset), accuracy.png and figure3.png."""
-    measured = report.measured_paper(runs, paper)
+    measured = tables.measured_paper(runs, paper)
     if measured['table1']['datasets']:
         figures.write_chart(runs, os.path.join(group_dir, 'table1.png'), measured)
     figures.write_accuracy_plot(runs, os.path.join(group_dir, 'accuracy.png'), paper)
@@ -225,24 +283,24 @@ def write_group_figures(group_dir, run_dirs, runs, paper):
 
 def report_markdown(reproduction_dir, paper=None):
     """reproduction/report.md's text from the summaries and figures there; stable byte for byte."""
-    paper = paper or report.load_paper()
+    paper = paper or tables.load_paper()
     lines = ['# Reproduction runs', '',
              'Made by `python reproduce.py report` (the last step of `make reproduce`) from the run '
              'summaries in this folder; do not edit it by hand. README.md here explains the folder.', '']
-    groups = readme_tables.reproduction_groups(reproduction_dir)
+    groups = reproduction.reproduction_groups(reproduction_dir)
     if not groups:
         lines += ['No run is summarised yet.', '']
     for group, group_runs in groups:
         names, run_dirs, runs = (list(column) for column in zip(*group_runs))
-        lines += [f'## {readme_tables.group_title(group)}', '',
-                  report.markdown_report(runs, names, paper).rstrip('\n'), '']
+        lines += [f'## {reproduction.group_title(group)}', '',
+                  tables.markdown_report(runs, names, paper).rstrip('\n'), '']
         for figure, caption in FIGURES:
             if os.path.isfile(os.path.join(reproduction_dir, group, figure)):
                 lines += [f'![{caption}]({group}/{figure})', '']
         lines += ['| Run | Tasks tested | Wall time | Commands |', '|---|---|---|---|']
         for name, run_dir, results in zip(names, run_dirs, runs):
             seconds = wall_time_of(os.path.join(run_dir, 'command.txt'))
-            wall_time = report.MISSING if seconds is None else format_duration(seconds)
+            wall_time = tables.MISSING if seconds is None else format_duration(seconds)
             lines.append(f"| {name} | {len(results['tasks'])} | {wall_time} "
                          f"| [{group}/{name}/command.txt]({group}/{name}/command.txt) |")
         lines.append('')
@@ -251,53 +309,62 @@ def report_markdown(reproduction_dir, paper=None):
 
 def write_report(reproduction_dir=REPRODUCTION_DIR, readme_path=os.path.join(REPO, 'README.md')):
     """Figures of every group, then report.md; says when the README's block is out of date."""
-    paper = report.load_paper()
-    for group, group_runs in readme_tables.reproduction_groups(reproduction_dir):
+    if os.path.lexists(reproduction_dir) and not os.path.isdir(reproduction_dir):
+        raise ReproduceError(f'--reproduction_dir {reproduction_dir} is not a folder')
+    paper = tables.load_paper()
+    for group, group_runs in reproduction.reproduction_groups(reproduction_dir):
         _, run_dirs, runs = zip(*group_runs)
         write_group_figures(os.path.join(reproduction_dir, group), list(run_dirs), list(runs), paper)
-    os.makedirs(reproduction_dir, exist_ok=True)
-    with open(os.path.join(reproduction_dir, 'report.md'), 'w') as f:
-        f.write(report_markdown(reproduction_dir, paper))
+    utils.make_folder(reproduction_dir)
+    text = report_markdown(reproduction_dir, paper)
+    utils.write_atomically(os.path.join(reproduction_dir, 'report.md'), lambda f: f.write(text))
     print(f'report: {os.path.join(reproduction_dir, "report.md")}')
     if os.path.isfile(readme_path):
         with open(readme_path) as f:
-            current = readme_tables.readme_section(f.read())
-        if current is not None and current != readme_tables.readme_block(reproduction_dir):
+            current = reproduction.readme_section(f.read())
+        if current is not None and current != reproduction.readme_block(reproduction_dir):
             print(f'note: the block in {readme_path} is out of date: python reproduce.py readme --write README.md')
 
 
 def write_readme(readme_path, reproduction_dir=REPRODUCTION_DIR):
     """Put the block between the README's marker lines; True when the file changed."""
-    with open(readme_path) as f:
-        text = f.read()
-    updated = readme_tables.replace_readme_section(text, readme_tables.readme_block(reproduction_dir))
+    try:
+        with open(readme_path) as f:
+            text = f.read()
+    except OSError as error:
+        raise ReproduceError(f'--write {readme_path}: {error.strerror or error}') from error
+    updated = reproduction.replace_readme_section(text, reproduction.readme_block(reproduction_dir))
     if updated != text:
-        with open(readme_path, 'w') as f:
-            f.write(updated)
+        utils.write_atomically(readme_path, lambda f: f.write(updated))
     return updated != text
 
 
 # --- command line ------------------------------------------------------------------------------
 
 def parser():
-    main = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    main = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], allow_abbrev=False)
     commands = main.add_subparsers(dest='step', required=True)  # not 'command': summarise's flag
-    protocol = commands.add_parser('protocol', help='train, test and summarise what is not summarised yet')
+    protocol = commands.add_parser('protocol', allow_abbrev=False,
+                                   help='train, test and summarise what is not summarised yet')
     protocol.add_argument('--dataset', default='mnist_5k')
     protocol.add_argument('--iters', type=int, default=1000, help='per task; joint runs get this per class')
     protocol.add_argument('--tasks', type=int, default=10, help='sequential runs stop after this many tasks')
     protocol.add_argument('--runs', nargs='+', choices=list(PROTOCOL), default=list(PROTOCOL))
+    protocol.add_argument('--seeds', nargs='+', type=int, default=[0], metavar='SEED',
+                          help='train each run once per seed (default: 0 only)')
     protocol.add_argument('--test_flags', default='', help='extra --test flags, e.g. "--eval_samples 640"')
     protocol.add_argument('--results_dir', default='results', help='relative to the repository root')
     protocol.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
-    summary = commands.add_parser('summarise', help="copy a tested run's summary files")
+    summary = commands.add_parser('summarise', allow_abbrev=False, help="copy a tested run's summary files")
     summary.add_argument('run_dir')
     summary.add_argument('dest_dir')
     summary.add_argument('--command', action='append', default=[], required=True,
                          help='a command that made the run (repeat, in order)')
     summary.add_argument('--wall_time', type=float, help='seconds the commands took')
-    report_command = commands.add_parser('report', help='reproduction/report.md and its figures')
-    readme = commands.add_parser('readme', help="print the README's block, or --write it between the markers")
+    summary.add_argument('--note', action='append', default=[], help='a line for command.txt (repeat)')
+    report_command = commands.add_parser('report', allow_abbrev=False, help='reproduction/report.md and its figures')
+    readme = commands.add_parser('readme', allow_abbrev=False,
+                                 help="print the README's block, or --write it between the markers")
     readme.add_argument('--write', metavar='README', help='the README file to update in place')
     for sub in (protocol, report_command, readme):
         sub.add_argument('--reproduction_dir', default=REPRODUCTION_DIR)
@@ -307,23 +374,28 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
+        folder = getattr(args, 'reproduction_dir', None)
+        if folder and os.path.lexists(folder) and not os.path.isdir(folder):
+            raise ReproduceError(f'--reproduction_dir {folder} is not a folder')
         if args.step == 'protocol':
             run_protocol(args.dataset, args.iters, args.tasks, args.runs, args.reproduction_dir,
-                         args.results_dir, shlex.split(args.test_flags), args.dry_run)
+                         args.results_dir, shlex.split(args.test_flags), args.dry_run, seeds=args.seeds)
         elif args.step == 'summarise':
-            for name in summarise(args.run_dir, args.dest_dir, args.command, args.wall_time):
+            for name in summarise(args.run_dir, args.dest_dir, args.command, args.wall_time, args.note):
                 print(os.path.join(args.dest_dir, name))
         elif args.step == 'report':
             write_report(args.reproduction_dir)
         elif args.write:
             print(f"{args.write}: {'updated' if write_readme(args.write, args.reproduction_dir) else 'up to date'}")
         else:
-            sys.stdout.write(readme_tables.readme_block(args.reproduction_dir))
-    except (report.ReportError, ReproduceError) as error:
+            sys.stdout.write(reproduction.readme_block(args.reproduction_dir))
+    except (tables.ReportError, ReproduceError, utils.WriteFailed) as error:
         print(f'reproduce.py: error: {error}', file=sys.stderr)
         return 2
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exits.stop_on_sigterm()
+    with exits.command_line('reproduce.py'):
+        sys.exit(main())

@@ -4,17 +4,22 @@ folder, training a run, testing a run. No method's mathematics here."""
 import argparse
 import dataclasses
 import os
+import platform
 import sys
 from dataclasses import dataclass
 
-import distribution
-import evaluate
-import strategies
+import exits
+import model
+import run_folder
+import saved_config
 import utils
-from callbacks import NonFiniteLoss, ProgressReporter, non_finite_networks
-from classifier import EvaluationError
-from data import DataError, group_by_class, load_dataset
-from training import PRECISIONS, Task, TaskSpec, Trainer
+from data import DataError, check_every_class, group_by_class, load_dataset
+from evaluation import evaluate
+from evaluation.classifier import EvaluationError
+from training import distribution, methods
+from training.callbacks import NonFiniteLoss, ProgressReporter
+from training.run_generator import RunGenerator, latest_checkpoint
+from training.trainer import Task, TaskSpec, Trainer
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class TrainConfig:
     dataset: str
     data_dir: str | None
     result_path: str
-    mode: str                  # a strategies.STRATEGIES name, or 'joint'
+    method: str                # a methods.METHODS name ('joint' for joint.py)
     method_options: dict       # the method's own options, e.g. {'RA_factor': 1e-3}
     iters: int
     seed: int
@@ -55,7 +60,7 @@ class TrainConfig:
     precision: str
     num_tasks: int | None      # main.py: stop after the first N tasks
     classes: int | None        # joint.py: train on the first N classes
-    # Where the run trains (distribution.py): not part of its identity, --resume may change it.
+    # Where the run trains (training/distribution.py): not part of its identity, --resume may change it.
     distribute: str = 'none'
     devices: int | None = None
 
@@ -65,7 +70,7 @@ class TrainConfig:
 
     def identity(self, data):
         """What makes two runs the same run (checked on --resume)."""
-        keys = ('dataset', 'mode', 'iters', 'seed', 'num_tasks', 'classes', 'deterministic', 'precision')
+        keys = ('dataset', 'method', 'iters', 'seed', 'num_tasks', 'classes', 'deterministic', 'precision')
         identity = {key: getattr(self, key) for key in keys}
         identity.update(self.method_options)
         identity['data'] = {'train_per_class': data.provenance.get('train_per_class')}
@@ -95,6 +100,7 @@ class Request:
     test: bool
     resume: bool
     overwrite: bool
+    cluster_timeout: float = distribution.CLUSTER_TIMEOUT_SECONDS  # --distribute multi_worker's start-up
 
 
 # --- flags ----------------------------------------------------------------------------------
@@ -108,10 +114,10 @@ def seed_value(text):
 
 def build_parser(description):
     """The flags main.py and joint.py share."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument('--dataset', required=True, choices=sorted(DATASETS))
     parser.add_argument('--data_dir', help='folder with the dataset files (default dataset/<name>)')
-    parser.add_argument('--result_path', help='output folder (default results/<dataset>_<mode>)')
+    parser.add_argument('--result_path', help='output folder (default results/<dataset>_<method>)')
     parser.add_argument('--iters', type=utils.positive_int,
                         help='generator iterations per task (default: the paper\'s, per dataset)')
     parser.add_argument('--seed', type=seed_value, default=0)
@@ -121,7 +127,7 @@ def build_parser(description):
     parser.add_argument('--resume', action='store_true', help='continue the run in --result_path')
     parser.add_argument('--overwrite', action='store_true', help='replace the run in --result_path')
     parser.add_argument('--deterministic', action='store_true', help='enable TensorFlow op determinism')
-    parser.add_argument('--precision', choices=PRECISIONS, default='float32',
+    parser.add_argument('--precision', choices=model.PRECISIONS, default='float32',
                         help='compute precision; mixed_bfloat16 keeps float32 weights (see README)')
     parser.add_argument('--test', action='store_true', help='evaluate the checkpoint of every task')
     parser.add_argument('--distribute', choices=distribution.KINDS, default='none',
@@ -129,13 +135,16 @@ def build_parser(description):
                              'machines in TF_CONFIG (multi_worker); the global batch is split among them')
     parser.add_argument('--devices', type=utils.positive_int,
                         help='with --distribute mirrored: the first N GPUs, or N logical CPU devices without a GPU')
+    parser.add_argument('--cluster_timeout', type=utils.positive_float, metavar='SECONDS',
+                        help='with --distribute multi_worker: wait this long for the other tasks of TF_CONFIG '
+                             f'to start (default {distribution.CLUSTER_TIMEOUT_SECONDS})')
     evaluate.add_evaluation_flags(parser)
     return parser
 
 
 def sequential_parser():
     parser = build_parser('Sequential training of a conditional WGAN-GP with memory replay.')
-    strategies.add_method_flags(parser)
+    methods.add_method_flags(parser)
     parser.add_argument('--num_tasks', type=utils.positive_int, help='stop after the first N tasks (default: all)')
     parser.set_defaults(classes=None)  # joint.py's
     return parser
@@ -155,30 +164,33 @@ def parse_request(parser, argv, joint=False):
     settings = DATASETS[args.dataset]
     try:
         if joint:
-            mode, options = 'joint', {}
+            method, options = methods.JointTraining.name, {}
             default_iters = (settings.iters - 1) * JOINT_ITERATION_FACTOR + 1
         else:
-            mode, options = strategies.method_from_args(args, settings)
+            method, options = methods.method_from_args(args, settings)
             default_iters = settings.iters
         if args.resume and args.overwrite:
             raise utils.UsageError('--resume and --overwrite exclude each other')
+        if args.cluster_timeout is not None and args.distribute != 'multi_worker':
+            raise utils.UsageError('--cluster_timeout needs --distribute multi_worker')
         problem = distribution.validate(args.distribute, args.devices) or evaluate.validate_evaluation_flags(args)
         if not problem and args.test:  # before minutes of evaluation, not after
             problem = evaluate.check_evaluation_files(args)
         if problem:
             raise utils.UsageError(problem)
-        result_path = os.path.join('results', f'{args.dataset}_{mode}') if args.result_path is None else args.result_path
+        result_path = os.path.join('results', f'{args.dataset}_{method}') if args.result_path is None else args.result_path
         if not result_path.strip():
             raise utils.UsageError('--result_path must not be empty')
     except utils.UsageError as error:
         parser.error(str(error))
     config = TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir if args.data_dir is not None else settings.data_dir,
-        result_path=result_path, mode=mode, method_options=options, iters=args.iters or default_iters,
+        result_path=result_path, method=method, method_options=options, iters=args.iters or default_iters,
         seed=args.seed, sample_every=args.sample_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
         deterministic=args.deterministic, precision=args.precision,
         num_tasks=args.num_tasks, classes=args.classes, distribute=args.distribute, devices=args.devices)
-    return Request(config, evaluation_config(args, args.seed), args.test, args.resume, args.overwrite)
+    return Request(config, evaluation_config(args, args.seed), args.test, args.resume, args.overwrite,
+                   args.cluster_timeout or distribution.CLUSTER_TIMEOUT_SECONDS)
 
 
 def evaluation_config(source, seed):
@@ -214,23 +226,30 @@ def joint_task(offsets, num_classes):
 
 
 def tasks_of(config, data):
+    """The run's tasks; UsageError when it asks for more classes than the dataset has."""
     _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
-    if config.mode == 'joint':
-        return [joint_task(offsets, min(config.classes or data.num_classes, data.num_classes))]
-    return sequential_tasks(offsets, min(config.num_tasks or data.num_classes, data.num_classes))
+    joint = config.method == methods.JointTraining.name
+    flag, count = ('--classes', config.classes) if joint else ('--num_tasks', config.num_tasks)
+    if count is not None and count > data.num_classes:
+        raise utils.UsageError(f'{flag} {count}: {data.name} has {data.num_classes} classes')
+    count = count or data.num_classes
+    return [joint_task(offsets, count)] if joint else sequential_tasks(offsets, count)
 
 
 def load_data(config):
+    """The run's dataset, every class with training and test images; exits with code 2 otherwise."""
     try:
-        return load_dataset(config.dataset, config.data_dir)
+        data = load_dataset(config.dataset, config.data_dir)
+        check_every_class(data)
+        return data
     except DataError as error:
         utils.exit_with_usage_error(str(error))
 
 
 def make_trainer(config, data):
-    strategy = strategies.strategy_for(config.mode, config.method_options)
+    method = methods.method_for(config.method, config.method_options)
     try:
-        return Trainer(config, data, strategy, config.settings)
+        return Trainer(config, data, method, config.settings)
     except distribution.DistributionError as error:
         utils.exit_with_usage_error(str(error))
 
@@ -238,61 +257,116 @@ def make_trainer(config, data):
 def record_distribution(result_path, trainer):
     """config.json says where the run trains now (--resume may change it); the chief writes it."""
     if trainer.distribution.is_chief:
-        saved = utils.read_config(result_path)
-        utils.write_config(result_path, {**saved, 'distribution': trainer.distribution.record()})
+        saved = run_folder.read_config(result_path)
+        run_folder.write_config(result_path, {**saved, 'distribution': trainer.distribution.record()})
 
 
 # --- training and testing a run ------------------------------------------------------------------
 
 def train(request):
-    """Everything a training run does, for main.py and joint.py alike."""
+    """Everything a training run does, for main.py and joint.py alike. Nothing is written
+    before the flags, the data, the result folder and (multi_worker) the cluster are checked."""
     config = request.config
     data = load_data(config)
-    tasks = tasks_of(config, data)
-    if not distribution.chief_process(config.distribute):
-        return train_worker(config, data, tasks, request.resume)
     try:
-        claim = utils.claim_result_path(config.result_path, config.identity(data), request.resume,
-                                        request.overwrite,
-                                        strategies.strategy_class(config.mode).older_run_options())
-        lock = utils.RunLock(config.result_path).acquire()  # noqa: F841  (held until the process ends)
+        tasks = tasks_of(config, data)
+        if not distribution.chief_process(config.distribute):
+            start_cluster(request)
+            return train_worker(config, data, tasks, request.resume)
+        claim = claim_run_folder(request, data)
+        start_cluster(request)
+        lock = run_folder.RunLock(config.result_path).acquire()  # noqa: F841  (held until the process ends)
     except utils.UsageError as error:
         utils.exit_with_usage_error(str(error))
-    if claim == 'overwrite':
-        utils.clear_run_folder(config.result_path)
-    resuming = claim == 'resume'
-    if not resuming:
-        utils.write_config(config.result_path, {
-            **utils.RUN_MARKER, 'run': config.identity(data), 'args': dataclasses.asdict(config), 'versions': utils.package_versions(),
-            'settings': dataclasses.asdict(config.settings), 'data': data.provenance,
-            'tasks': [task_record(task) for task in tasks]})
-    trainer = make_trainer(config, data)
-    record_distribution(config.result_path, trainer)
+    trainer = None
     try:
-        trainer.train(tasks, resume=resuming)
+        prepare_run_folder(config, data, tasks, claim)
+        trainer = make_trainer(config, data)
+        record_distribution(config.result_path, trainer)
+        trainer.train(tasks, resume=claim == 'resume')
     except NonFiniteLoss as error:
-        print(f'error: training stopped: {error}. Nothing was written from it. {resume_hint(trainer)}; '
+        print(f'error: training stopped: {error}. Nothing was written from it. {resume_hint(config)}; '
               'a smaller factor or another seed needs a new run.', file=sys.stderr)
         sys.exit(1)
     except utils.WriteFailed as error:
-        utils.exit_with_usage_error(f'{error}. {resume_hint(trainer)} once the problem (a full disk?) is fixed.')
+        utils.exit_with_usage_error(f'{error}. {resume_hint(config)} once the problem (a full disk?) is fixed.')
     except utils.UsageError as error:
         utils.exit_with_usage_error(str(error))
-    except KeyboardInterrupt:
-        print(f'\ninterrupted in task {int(trainer.task_index) + 1}. {resume_hint(trainer)}.', file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (exits.Terminated)
+        where = f'in task {int(trainer.task_index) + 1}' if trainer else 'before training began'
+        exits.exit_interrupted(interrupt, f'{where}. {resume_hint(config)}.')
+    except Exception as error:
+        if not (config.distribute == 'multi_worker' and distribution.lost_peer(error)):
+            raise
+        exit_lost_peer(error, f'{resume_hint(config)}, on every task')
     print(f'done: results in {config.result_path}'
           + (f' (weights {weights_fingerprint(trainer)})' if trainer.distribution.workers > 1 else ''))
+
+
+def claim_run_folder(request, data):
+    """'new', 'resume' or 'overwrite' for the result folder; reads only. UsageError when the
+    folder cannot take the run, or --overwrite would delete a path the command line names."""
+    config = request.config
+    claim = run_folder.claim_result_path(config.result_path, config.identity(data), request.resume,
+                                         request.overwrite, methods.METHODS[config.method].older_run_options())
+    if claim == 'overwrite':
+        evaluation = request.evaluation
+        run_folder.check_clearing_spares(config.result_path, {
+            '--data_dir': config.data_dir, '--classifier_dir': evaluation.classifier_dir,
+            '--eval_classifier': evaluation.eval_classifier, '--inception_weights': evaluation.inception_weights})
+    problem = claim != 'overwrite' and run_folder.misplaced_entry(config.result_path)
+    if problem:
+        raise utils.UsageError(problem)
+    return claim
+
+
+def start_cluster(request):
+    """--distribute multi_worker: every task up before anything is written; exits with code 2
+    when one does not start in time or this task's port is taken."""
+    config = request.config
+    try:
+        distribution.start_cluster(config.distribute, config.devices, request.cluster_timeout)
+    except distribution.DistributionError as error:
+        utils.exit_with_usage_error(str(error))
+    except KeyboardInterrupt as interrupt:
+        exits.exit_interrupted(interrupt, 'while waiting for the other tasks: nothing was written.')
+
+
+def prepare_run_folder(config, data, tasks, claim):
+    """Cleared for --overwrite; config.json for a new run."""
+    if claim == 'overwrite':
+        run_folder.clear_run_folder(config.result_path)
+    if claim != 'resume':
+        run_folder.write_config(config.result_path, {
+            **run_folder.RUN_MARKER, 'run': config.identity(data), 'args': dataclasses.asdict(config),
+            'versions': package_versions(),
+            'settings': dataclasses.asdict(config.settings), 'data': data.provenance,
+            'tasks': [task_record(task) for task in tasks]})
 
 
 def train_worker(config, data, tasks, resume):
     """A multi_worker process other than the chief: trains in step with it, reads the chief's
     checkpoint to resume (the result folder must be shared), writes nothing."""
     trainer = make_trainer(config, data)
-    if resume:
-        trainer.checkpoints.restore_latest()
-    trainer.fit(tasks, [ProgressReporter(config.iters)])
+    try:
+        if resume:
+            trainer.checkpoints.restore_latest()
+        trainer.fit(tasks, [ProgressReporter(config.iters)])
+    except KeyboardInterrupt as interrupt:
+        exits.exit_interrupted(interrupt, f'in task {int(trainer.task_index) + 1}: start every task again with '
+                                          '--resume to continue from the chief\'s last checkpoint.')
+    except Exception as error:
+        if not distribution.lost_peer(error):
+            raise
+        exit_lost_peer(error, 'Start every task again with --resume to continue from the chief\'s last checkpoint')
     print(f'worker done: weights {weights_fingerprint(trainer)}')
+
+
+def exit_lost_peer(error, hint):
+    """Another task of the cluster stopped: one line, not TensorFlow's page of graph nodes."""
+    print(f'error: training stopped: another task of the cluster stopped or cannot be reached '
+          f'({type(error).__name__}). {hint}.', file=sys.stderr)
+    sys.exit(1)
 
 
 def weights_fingerprint(trainer):
@@ -300,11 +374,20 @@ def weights_fingerprint(trainer):
     return distribution.weights_fingerprint(models.generator.weights + models.critic.weights)
 
 
-def resume_hint(trainer):
-    latest = trainer.checkpoints.latest_description()
+def resume_hint(config):
+    latest = latest_checkpoint(config.result_path)
     if latest is None:
         return 'No checkpoint was written yet: add --overwrite to the same command to start over'
     return f'The last checkpoint ({latest}) is intact: add --resume to continue from it'
+
+
+def package_versions():
+    import keras
+    import numpy as np
+    import scipy
+    import tensorflow as tf
+    return {'python': platform.python_version(), 'tensorflow': tf.__version__,
+            'keras': keras.__version__, 'numpy': np.__version__, 'scipy': scipy.__version__}
 
 
 def task_record(task):
@@ -313,17 +396,33 @@ def task_record(task):
 
 
 def read_saved_run(result_path):
-    """The TrainConfig and tasks saved in a run folder; UsageError naming the folder if it holds none."""
-    saved = utils.read_config(result_path) if os.path.isdir(result_path) else None
+    """The TrainConfig and tasks saved in a run folder; UsageError naming the folder if it holds
+    none, and naming the key when its config.json was edited into something no run is."""
+    saved = run_folder.read_config(result_path) if os.path.isdir(result_path) else None
     if saved is None:
-        raise utils.UsageError(f'{result_path} holds no run (no {utils.CONFIG_FILE})')
+        raise utils.UsageError(f'{result_path} holds no run (no {run_folder.CONFIG_FILE})')
+    path = os.path.join(result_path, run_folder.CONFIG_FILE)
+    if run_folder.newer_format(saved):
+        raise utils.UsageError(run_folder.newer_format_message(path, run_folder.newer_format(saved)))
+    if not isinstance(saved, dict) or 'args' not in saved:
+        raise utils.UsageError(f'{path} is not a config of this project or is damaged (no "args")')
+    args, spelled = saved['args'], {}
+    if isinstance(args, dict):
+        spelled = {new: old for old, new in run_folder.RENAMED_KEYS.items() if old in args}
+        args = run_folder.renamed_keys(args)
+    problem = saved_config.args_problem(args, dataclasses.fields(TrainConfig), DATASETS, spelled)
+    if problem:
+        raise utils.UsageError(f'{path}: {problem} (edited by hand?)')
+    config = TrainConfig(**{**args, 'result_path': result_path})
+    # options added after the run was made: the values it ran with
+    older = methods.METHODS[config.method].older_run_options()
+    config = dataclasses.replace(config, method_options={**older, **config.method_options})
     try:
-        config = TrainConfig(**{**saved['args'], 'result_path': result_path})
         tasks = [Task(number=t['number'], spec=TaskSpec(**t['spec']), seen_classes=t['seen_classes'],
                       new_classes=t['new_classes']) for t in saved['tasks']]
     except (KeyError, TypeError) as error:
-        raise utils.UsageError(f'{result_path}/{utils.CONFIG_FILE} is not a config of this project or is '
-                               f'damaged ({type(error).__name__}: {error})') from error
+        raise utils.UsageError(f'{path}: "tasks" is not a list of task records of this project '
+                               f'({type(error).__name__}: {error})') from error
     return config, tasks
 
 
@@ -338,6 +437,13 @@ def saved_run(result_path, dataset):
     return config, tasks
 
 
+def restored_generator(config, data):
+    """The run's generator and sampling networks, to restore from its checkpoints: no optimiser,
+    no train step. Evaluation runs on one device."""
+    config = dataclasses.replace(config, distribute='none', devices=None)
+    return RunGenerator.build(config, data, methods.method_for(config.method, config.method_options))
+
+
 def last_task_class_images(result_path, class_id, count, data):
     """uint8 images of `class_id` from a saved run's generator after its last task, drawn as
     --test draws them (DGR's may be fewer: only those its solver labels so). `data` is the
@@ -345,16 +451,17 @@ def last_task_class_images(result_path, class_id, count, data):
     config, tasks = read_saved_run(result_path)
     if config.dataset != data.name:
         raise utils.UsageError(f'{result_path} holds a {config.dataset} run, not {data.name}')
-    trainer = make_trainer(dataclasses.replace(config, distribute='none', devices=None), data)
+    generator = restored_generator(config, data)
     last = tasks[-1]
-    if not trainer.checkpoints.restore_task_end(last.number):
+    if not generator.restore_task_end(last.number):
+        path = run_folder.task_checkpoint_path(result_path, last.number)
         raise utils.UsageError(f'{result_path} has no end-of-task checkpoint of its last task, task {last.number} '
-                               f'(no {trainer.checkpoints.task_path(last.number)}.index)')
-    broken = non_finite_networks(trainer)
+                               f'(no {path}.index)')
+    broken = generator.non_finite_networks()
     if broken:
         raise utils.UsageError(f'{result_path}: the task {last.number} checkpoint holds NaN or infinite '
                                f'weights ({", ".join(broken)})')
-    return trainer.strategy.sampler(trainer, last)(class_id, count)
+    return generator.sampler(last)(class_id, count)
 
 
 def test(request):
@@ -364,13 +471,18 @@ def test(request):
         return
     result_path = request.config.result_path
     config, tasks = saved_run(result_path, request.config.dataset)
-    config = dataclasses.replace(config, distribute='none', devices=None)  # evaluation runs on one device
     data = load_data(config)
     evaluation = dataclasses.replace(request.evaluation, seed=config.seed)
+    problem = evaluate.output_problem(result_path, evaluation, data.name)  # before minutes of evaluation
+    if problem:
+        utils.exit_with_usage_error(f'--test: {problem}')
     try:
-        tested = evaluate.evaluate_run(make_trainer(config, data), tasks, evaluation)
-    except (EvaluationError, utils.UsageError) as error:
+        tested = evaluate.evaluate_run(restored_generator(config, data), tasks, evaluation)
+    except (EvaluationError, utils.UsageError, utils.WriteFailed) as error:
         utils.exit_with_usage_error(f'--test: {error}')
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (exits.Terminated)
+        exits.exit_interrupted(interrupt, 'during --test: results.json holds the tasks it finished; '
+                                          'run --test again for all of them.')
     if not tested:
         utils.exit_with_usage_error(f'--test: no end-of-task checkpoint in {result_path}/checkpoints/tasks')
     print(f'test grids and metrics in {os.path.join(result_path, "test")} and {result_path}/results.json')

@@ -2,43 +2,22 @@
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
+import traceback
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import joint
 import main
 import runs
+from keras.src.optimizers.base_optimizer import BaseOptimizer
+from training.trainer import Trainer
+from helpers import ROOT, checkpoint_values, kill_resume_and_compare, run_cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ['--dataset', 'mnist_5k', '--iters', '3', '--sample_every', '2', '--ckpt_every', '2', '--log_every', '1']
 FAST_TEST = ['--eval_samples', '64', '--reverse_samples', '64', '--reverse_epochs', '1', '--fid_samples', '64']
-
-
-@pytest.fixture(scope='module')
-def classifier_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp('classifiers'))
-
-
-def run_cli(entry, argv, capsys=None):
-    """Runs a CLI in-process; returns (exit code, stderr)."""
-    try:
-        entry(argv)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code or 0
-    return code, capsys.readouterr().err if capsys else ''
-
-
-def checkpoint_values(prefix):
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if 'OBJECT_GRAPH' not in name}
 
 
 @pytest.mark.slow
@@ -48,7 +27,7 @@ def test_sequential_run_writes_config_grids_checkpoints_and_test_results(tmp_pat
     code, err = run_cli(main.main, FAST + mode_flags + ['--num_tasks', '3', '--result_path', str(result)], capsys)
     assert code == 0, err
     config = json.loads((result / 'config.json').read_text())
-    assert config['run']['mode'] == {'': 'sft', '--RA': 'ra', '--JTR': 'jtr'}[''.join(mode_flags)]
+    assert config['run']['method'] == {'': 'sft', '--RA': 'ra', '--JTR': 'jtr'}[''.join(mode_flags)]
     assert config['args']['iters'] == 3 and config['data']['train_per_class'] == [400] * 10
     assert config['run'].get('RA_factor') == (1e-3 if mode_flags == ['--RA'] else None)
     assert 'tensorflow' in config['versions']
@@ -78,7 +57,7 @@ def test_joint_run_and_test(tmp_path, capsys, classifier_dir):
     assert code == 0, err
     assert 'task 1/1 3/3 |' in err  # one task, though it is numbered 4 in file names
     config = json.loads((result / 'config.json').read_text())
-    assert config['run']['mode'] == 'joint' and config['tasks'][0]['spec'] == dict(real_start=0, real_end=1600, fake_label_low=0, fake_label_high=4, earlier_classes=0)
+    assert config['run']['method'] == 'joint' and config['tasks'][0]['spec'] == dict(real_start=0, real_end=1600, fake_label_low=0, fake_label_high=4, earlier_classes=0)
     assert (result / 'checkpoints' / 'tasks' / 'task_4.index').exists()
     assert sorted(os.listdir(result / 'samples')) == sorted(
         [f'task_4_iter_{i}_class_{c}.png' for i in (2, 3) for c in range(4)]
@@ -142,7 +121,7 @@ def test_occupied_result_path_is_refused_and_kept(tmp_path, capsys):
     code, err = run_cli(main.main, FAST + ['--result_path', str(run)], capsys)
     assert code == 2 and '--resume' in err and '--overwrite' in err
     code, err = run_cli(main.main, FAST + ['--result_path', str(run), '--resume'], capsys)
-    assert code == 2 and 'different run' in err and 'mode' in err
+    assert code == 2 and 'different run' in err and "method: saved 'ra', now 'sft'" in err  # an older run's 'mode'
     assert json.loads((run / 'config.json').read_text())['run']['mode'] == 'ra'
 
 
@@ -158,72 +137,41 @@ def test_test_without_checkpoints_fails_clearly(tmp_path, capsys):
     assert code == 2 and 'no end-of-task checkpoint' in err
 
 
-def start_training(result, method, extra=()):
-    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', method, '--num_tasks', '2',
-            '--iters', '8', '--ckpt_every', '3', '--sample_every', '100', '--deterministic',
-            '--result_path', str(result), *extra]
-    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_checkpoint(process, result, name, timeout=300):
-    """Until checkpoints/latest names checkpoint `name` (ckpt-N counts saves, task ends included)."""
-    index = result / 'checkpoints' / 'latest' / 'checkpoint'
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        if index.exists() and f'"{name}"' in index.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f'no {name} while running: {process.stderr.read()[-3000:]}')
-
-
-@pytest.mark.parametrize('flags, onednn', [(['--deterministic'], False), ([], None)])
-def test_deterministic_runs_load_tensorflow_without_onednn(flags, onednn):
-    """oneDNN's kernels are outside op determinism, and TensorFlow reads the switch only as it loads."""
+@pytest.mark.parametrize('flags, exact', [(['--deterministic'], True), ([], False)])
+def test_deterministic_runs_load_tensorflow_without_onednn_and_with_one_inter_op_thread(flags, exact):
+    """oneDNN's kernels are outside op determinism, ops side by side drew replaying runs apart,
+    and TensorFlow reads both switches only as it loads."""
     probe = ("import os, sys; sys.argv = ['main.py', *sys.argv[1:]]; import main; "
              "from tensorflow.python.util import _pywrap_util_port as port; "
-             "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), port.IsMklEnabled())")
-    env = {name: value for name, value in os.environ.items() if name != 'TF_ENABLE_ONEDNN_OPTS'}
+             "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), port.IsMklEnabled(), "
+             "os.environ.get('TF_NUM_INTEROP_THREADS'))")
+    env = {**os.environ, 'TF_ENABLE_ONEDNN_OPTS': '1'}
+    env.pop('TF_NUM_INTEROP_THREADS', None)
     done = subprocess.run([sys.executable, '-c', probe, *flags], cwd=ROOT, env=env, capture_output=True, text=True)
-    setting, enabled = done.stdout.split()
-    if onednn is False:
-        assert (setting, enabled) == ('0', 'False')
-    else:
-        assert setting == 'None'  # TensorFlow's own default, whatever this CPU makes of it
+    onednn, enabled, inter_op = done.stdout.split()
+    if exact:
+        assert (onednn, enabled, inter_op) == ('0', 'False', '1')
+    else:  # the user's environment is left as it was
+        assert (onednn, inter_op) == ('1', 'None')
 
 
-# RA is killed at its first checkpoint; EWC and DGR in task 2, so that what they keep
-# from task 1 (Fisher and anchor; solver, old generator and old solver) must come back.
-# Their end-of-task work is shortened by their own flags.
+# Each is killed in task 2, so that what it keeps from task 1 must come back: the old
+# generator (RA), the Fisher and anchor (EWC), the solver, old generator and old solver
+# (DGR). EWC's and DGR's end-of-task work is shortened by their own flags.
 @pytest.mark.slow
-@pytest.mark.parametrize('method, kill_at', [('--RA', 'ckpt-1'), ('--EWC', 'ckpt-4'), ('--DGR', 'ckpt-4')])
+@pytest.mark.parametrize('method, kill_at', [('--RA', 'ckpt-4'), ('--EWC', 'ckpt-4'), ('--DGR', 'ckpt-4')])
 def test_killed_and_resumed_run_ends_with_the_same_weights(tmp_path, method, kill_at):
     """A real SIGKILL mid-task, then --resume, must match an uninterrupted run."""
-    shortened = {'--RA': [], '--EWC': ['--EWC_fisher_batches', '5'], '--DGR': ['--DGR_solver_steps', '100']}[method]
-    straight = start_training(tmp_path / 'straight', method, shortened)
-    interrupted = start_training(tmp_path / 'interrupted', method, shortened)
-    wait_for_checkpoint(interrupted, tmp_path / 'interrupted', kill_at)
-    os.kill(interrupted.pid, signal.SIGKILL)
-    interrupted.wait()
-    assert not (tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2.index').exists()
-    resumed = start_training(tmp_path / 'interrupted', method, shortened + ['--resume'])
-    _, resumed_err = resumed.communicate(timeout=600)
-    _, straight_err = straight.communicate(timeout=600)
-    assert resumed.returncode == 0, resumed_err
-    assert straight.returncode == 0, straight_err
-    assert 'resuming at task' in resumed_err
-    expected = checkpoint_values(str(tmp_path / 'straight' / 'checkpoints' / 'tasks' / 'task_2'))
-    actual = checkpoint_values(str(tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2'))
-    assert expected.keys() == actual.keys() and len(expected) > 20
+    shortened = {'--RA': [], '--EWC': ['--EWC_fisher_batches', '5'], '--DGR': ['--DGR_solver_steps', '10']}[method]
+    saved = kill_resume_and_compare(tmp_path, method, shortened, kill_at)
     if method != '--RA':
-        assert any(name.startswith('strategy_') for name in expected)
-    for name in expected:
-        np.testing.assert_allclose(actual[name], expected[name], atol=1e-5, err_msg=name)
+        assert any(name.startswith('strategy_') for name in saved)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('method, options', [('--EWC', {'EWC_fisher_batches': 4}),
                                              ('--DGR', {'DGR_solver_steps': 20})])
-def test_baselines_train_three_tasks_resume_and_test(tmp_path, capsys, classifier_dir, method, options):
+def test_baselines_train_three_tasks_resume_and_test(tmp_path, capsys, classifier_dir, monkeypatch, method, options):
     result = tmp_path / 'run'
     flags = [text for name, value in options.items() for text in (f'--{name}', str(value))]
     argv = FAST + [method, *flags, '--num_tasks', '3', '--result_path', str(result)]
@@ -234,16 +182,33 @@ def test_baselines_train_three_tasks_resume_and_test(tmp_path, capsys, classifie
     code, err = run_cli(main.main, [arg for arg in argv if arg not in flags] + ['--resume'], capsys)
     assert code == 2 and f'{next(iter(options))}: saved' in err  # the default is a different run
     config = json.loads((result / 'config.json').read_text())
-    assert config['run']['mode'] == method.lstrip('-').lower()
+    assert config['run']['method'] == method.lstrip('-').lower()
     assert options.items() <= config['args']['method_options'].items()
+    # --test restores the generator (and DGR's solver) alone: no trainer, and no optimiser but
+    # those of the classifiers evaluation trains (its classifier, reverse accuracy's)
+    makers = []
+    make_optimiser = BaseOptimizer.__init__
+
+    def recording(optimiser, *args, **kwargs):
+        makers.append({frame.filename for frame in traceback.extract_stack()})
+        make_optimiser(optimiser, *args, **kwargs)
+
+    monkeypatch.setattr(BaseOptimizer, '__init__', recording)
+    monkeypatch.setattr(Trainer, '__init__', lambda *args: pytest.fail('--test built a Trainer'))
     code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result),
                                     '--classifier_dir', classifier_dir] + FAST_TEST, capsys)
     assert code == 0, err
+    classifier_file = os.path.join(ROOT, 'evaluation', 'classifier.py')
+    assert len(makers) >= 2 and all(classifier_file in files for files in makers)  # reverse accuracy's, at least
     results = json.loads((result / 'results.json').read_text())
-    assert results['mode'] == method.lstrip('-').lower()
+    assert results['method'] == method.lstrip('-').lower() and results['label'] == method.lstrip('-')
     assert [r['seen_classes'] for r in results['tasks']] == [[0], [0, 1], [0, 1, 2]]
     if method == '--DGR':
         assert all('generated_class_share' in r for r in results['tasks'])
+        solver = [r['solver_accuracy_per_class'] for r in results['tasks']]
+        assert [sorted(accuracy) for accuracy in solver] == [['0'], ['0', '1'], ['0', '1', '2']]
+        assert all(0.0 <= value <= 1.0 for accuracy in solver for value in accuracy.values())
+        assert results['tasks'][-1]['solver_mean_accuracy'] == pytest.approx(np.mean(list(solver[-1].values())))
 
 
 @pytest.mark.parametrize('argv, message', [
@@ -256,6 +221,10 @@ def test_baselines_train_three_tasks_resume_and_test(tmp_path, capsys, classifie
     (['--EWC', '--EWC_fisher_batches', '0'], 'must be at least 1'),
     (['--DGR', '--DGR_solver_steps', '2.5'], "invalid positive_int value: '2.5'"),
     (['--RA', '--DGR_solver_steps', '10'], '--DGR_solver_steps needs --DGR'),
+    (['--DGR', '--DGR_replay_share', 'quarter'], "invalid choice: 'quarter' (choose from 'balanced', 'half')"),
+    (['--EWC', '--EWC_fisher_decay', '1.5'], 'must be between 0 and 1, got 1.5'),
+    (['--EWC', '--EWC_fisher_decay', 'nan'], 'must be between 0 and 1, got nan'),
+    (['--EWC', '--EWC_fisher_estimate', 'layer'], "invalid choice: 'layer' (choose from 'batch', 'sample')"),
 ])
 def test_impossible_baseline_flags_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     result = tmp_path / 'never'
@@ -268,10 +237,9 @@ def test_impossible_baseline_flags_exit_2_and_write_nothing(tmp_path, capsys, ar
 def test_lsun_resnet_pair_trains_two_iterations_on_a_tiny_folder(tmp_path, capsys, monkeypatch):
     """The 64x64 ResNet pair end to end. A batch of 8 instead of 64 keeps it
     affordable on a CPU; the code path is the same."""
-    import training
-    import sampling
-    monkeypatch.setattr(training, 'BATCH_SIZE', 8)
-    monkeypatch.setattr(sampling, 'BATCH_SIZE', 8)
+    from training import methods, sampling, trainer
+    for module in (trainer, sampling, methods):  # each holds its own name for the batch size
+        monkeypatch.setattr(module, 'BATCH_SIZE', 8)
     from PIL import Image
     from data import LSUN_CATEGORIES
     rng = np.random.default_rng(0)
@@ -291,3 +259,13 @@ def test_lsun_resnet_pair_trains_two_iterations_on_a_tiny_folder(tmp_path, capsy
     from PIL import Image as PILImage
     grid = np.array(PILImage.open(result / 'samples' / 'task_1_iter_2_class_0.png'))
     assert grid.shape == (640, 640, 3)  # 10x10 RGB images of 64x64
+
+
+def test_the_readme_flags_table_names_every_flag_of_both_command_lines():
+    readme = open(os.path.join(ROOT, 'README.md')).read()
+    table = readme.split('### Flags', 1)[1].split('\n\n', 2)[1]
+    named = {word.strip('`,').split()[0] for row in table.splitlines()[2:]
+             for word in row.split('|')[1].split('`') if word.startswith('--')}
+    flags = {option for parser in (runs.sequential_parser(), runs.joint_parser())
+             for action in parser._actions for option in action.option_strings if option.startswith('--')}
+    assert flags - {'--help'} <= named, sorted(flags - {'--help'} - named)

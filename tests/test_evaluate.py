@@ -1,6 +1,4 @@
-import argparse
 import csv
-import dataclasses
 import json
 import random
 import shutil
@@ -14,77 +12,34 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-import classifier as evaluation_classifier
-import evaluate
-import runs
-import metrics
-import results as evaluation_results
-from data import ImageSet, load_dataset
+from data import ImageSet
+from evaluation import classifier as evaluation_classifier
+from evaluation import evaluate, metrics
+from evaluation import results as evaluation_results
+from training import sampling
+from helpers import constant_image_set, constant_images, evaluation_args, level, mean_pixel_classifier
 from tensorflow.python.framework.config import disable_op_determinism, is_op_determinism_enabled
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-# ---------------------------------------------------------------- stand-ins
-
-def level(class_id):
-    """The uint8 grey level that encodes a class in the stand-in images."""
-    return 20 * class_id + 10
-
-
-def constant_images(class_id, count, size=8):
-    return np.full((count, size, size, 1), level(class_id), np.uint8)
-
-
-def mean_pixel_classifier(num_classes=10):
-    """Labels an image by its mean pixel: nearest class level (logit -(m - c)^2 + m^2)."""
-    inputs = keras.Input((None, None, 1))
-    mean = layers.GlobalAveragePooling2D()(inputs)
-    centres = np.array([level(k) / 127.5 - 1 for k in range(num_classes)], np.float32)
-    dense = layers.Dense(num_classes)
-    logits = dense(mean)
-    dense.set_weights([2 * centres[None, :], -centres ** 2])
-    return evaluation_classifier.wrap_classifier(keras.Model(inputs, logits))
-
-
-def constant_image_set(num_classes=3, size=8, per_class=10):
-    """Each class's images are its level plus a little noise, so covariances are not singular."""
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(num_classes), per_class)
-    x = np.stack([constant_images(c, 1, size)[0] for c in y]).astype(np.int16)
-    x = np.clip(x + rng.integers(-3, 4, x.shape), 0, 255).astype(np.uint8)
-    return ImageSet('standin', x, y, x.copy(), y.copy(), [f'c{c}' for c in range(num_classes)], {})
-
-
-def evaluation_args(**overrides):
-    """The EvalConfig the command line makes by default, with overrides."""
-    parser = argparse.ArgumentParser()
-    evaluate.add_evaluation_flags(parser)
-    return dataclasses.replace(runs.evaluation_config(parser.parse_args([]), seed=0), **overrides)
-
-
 # ---------------------------------------------------------------- real classifier on mnist_5k
 
 @pytest.fixture(scope='session')
-def mnist():
-    return load_dataset('mnist_5k', None)
-
-
-@pytest.fixture(scope='session')
-def trained(mnist, tmp_path_factory):
+def trained(mnist_5k, tmp_path_factory):
     folder = tmp_path_factory.mktemp('classifiers')
     start = time.perf_counter()
-    classifier = evaluation_classifier.load_or_train_classifier(mnist, str(folder))
+    classifier = evaluation_classifier.load_or_train_classifier(mnist_5k, str(folder))
     print(f'\nmnist_5k classifier: {100 * classifier.test_accuracy:.2f}% held out, '
           f'trained in {time.perf_counter() - start:.1f}s')
     return classifier, folder
 
 
-def test_classifier_reaches_target_on_held_out_mnist_5k(trained, mnist):
+def test_classifier_reaches_target_on_held_out_mnist_5k(trained, mnist_5k):
     classifier, folder = trained
     assert classifier.identity['source'] == 'trained'
     assert classifier.test_accuracy >= 0.96
-    recomputed = np.mean(evaluation_classifier.predict_labels(classifier.model, mnist.test_x) == mnist.test_y)
+    recomputed = np.mean(evaluation_classifier.predict_labels(classifier.model, mnist_5k.test_x) == mnist_5k.test_y)
     assert recomputed == pytest.approx(classifier.test_accuracy)
     assert (folder / 'mnist_5k_classifier.keras').stat().st_size > 0
     saved = json.loads((folder / 'mnist_5k_classifier.json').read_text())
@@ -92,23 +47,23 @@ def test_classifier_reaches_target_on_held_out_mnist_5k(trained, mnist):
     assert saved['provenance']['test_per_class'] == [100] * 10
 
 
-def test_second_call_loads_cache_without_training(trained, mnist, monkeypatch):
+def test_second_call_loads_cache_without_training(trained, mnist_5k, monkeypatch):
     classifier, folder = trained
 
     def no_training(*args, **kwargs):
         raise AssertionError('retrained although cached')
 
     monkeypatch.setattr(evaluation_classifier, 'train_classifier', no_training)
-    cached = evaluation_classifier.load_or_train_classifier(mnist, str(folder))
+    cached = evaluation_classifier.load_or_train_classifier(mnist_5k, str(folder))
     assert cached.identity['source'] == 'cached'
     assert cached.test_accuracy == classifier.test_accuracy
-    images = mnist.test_x[:64]
+    images = mnist_5k.test_x[:64]
     np.testing.assert_allclose(cached.model.predict_on_batch(evaluation_classifier.to_float(images)),
                                classifier.model.predict_on_batch(evaluation_classifier.to_float(images)), atol=1e-5)
     assert cached.features.output_shape == (None, 128)
 
 
-def test_cache_for_other_data_or_retrain_flag_trains_again(trained, mnist, monkeypatch, tmp_path):
+def test_cache_for_other_data_or_retrain_flag_trains_again(trained, mnist_5k, monkeypatch, tmp_path):
     _, folder = trained
     calls = []
 
@@ -119,11 +74,11 @@ def test_cache_for_other_data_or_retrain_flag_trains_again(trained, mnist, monke
     monkeypatch.setattr(evaluation_classifier, 'train_classifier', quick_training)
     copy = tmp_path / 'classifiers'
     shutil.copytree(folder, copy)  # the shared cache stays as it is
-    fewer = ImageSet('mnist_5k', mnist.train_x[:100], mnist.train_y[:100], mnist.test_x, mnist.test_y,
-                     mnist.class_names, mnist.provenance)
+    fewer = ImageSet('mnist_5k', mnist_5k.train_x[:100], mnist_5k.train_y[:100], mnist_5k.test_x, mnist_5k.test_y,
+                     mnist_5k.class_names, mnist_5k.provenance)
     assert evaluation_classifier.load_or_train_classifier(fewer, str(copy)).identity['source'] == 'trained'
-    assert evaluation_classifier.load_or_train_classifier(mnist, str(copy), retrain=True).identity['source'] == 'trained'
-    assert calls == [100, len(mnist.train_x)]
+    assert evaluation_classifier.load_or_train_classifier(mnist_5k, str(copy), retrain=True).identity['source'] == 'trained'
+    assert calls == [100, len(mnist_5k.train_x)]
 
 
 def test_user_classifier_file_is_used(tmp_path):
@@ -142,8 +97,8 @@ def classifier_weights(model):
     return [w.copy() for w in model.get_weights()]
 
 
-def test_classifier_training_is_reproducible_and_leaves_global_random_state(mnist):
-    x, y = mnist.train_x[:500], mnist.train_y[:500]
+def test_classifier_training_is_reproducible_and_leaves_global_random_state(mnist_5k):
+    x, y = mnist_5k.train_x[:500], mnist_5k.train_y[:500]
     keras.utils.set_random_seed(5)
     first = classifier_weights(evaluation_classifier.train_classifier(x, y, 10, 1, seed=3))
     after_training = (random.random(), np.random.rand(), float(keras.random.uniform(())))
@@ -156,8 +111,8 @@ def test_classifier_training_is_reproducible_and_leaves_global_random_state(mnis
     assert not np.array_equal(first[0], other_seed[0])
 
 
-def test_classifier_weights_do_not_depend_on_the_callers_op_determinism(mnist):
-    x, y = mnist.train_x[:1000], mnist.train_y[:1000]
+def test_classifier_weights_do_not_depend_on_the_callers_op_determinism(mnist_5k):
+    x, y = mnist_5k.train_x[:1000], mnist_5k.train_y[:1000]
     plain = classifier_weights(evaluation_classifier.train_classifier(x, y, 10, 2, seed=0))
     assert not is_op_determinism_enabled()  # switched on only while training
     tf.config.experimental.enable_op_determinism()  # what a run's --deterministic does, for good
@@ -193,24 +148,24 @@ def test_generator_with_wrong_output_is_refused():
 
 # ---------------------------------------------------------------- reverse accuracy
 
-def test_reverse_accuracy_high_on_real_images_near_chance_on_noise(mnist):
+def test_reverse_accuracy_high_on_real_images_near_chance_on_noise(mnist_5k):
     classes = [1, 4, 7]
 
     def real(class_id, count):
-        return mnist.train_x[mnist.train_y == class_id][:count]
+        return mnist_5k.train_x[mnist_5k.train_y == class_id][:count]
 
     def noise(class_id, count):
         rng = np.random.default_rng(class_id)
-        return rng.integers(0, 256, (count,) + mnist.image_shape, dtype=np.uint8)
+        return rng.integers(0, 256, (count,) + mnist_5k.image_shape, dtype=np.uint8)
 
     def next_class(class_id, count):  # real digits under the wrong label
         return real(classes[(classes.index(class_id) + 1) % 3], count)
 
-    assert metrics.reverse_accuracy(real, classes, mnist, 200, epochs=3, seed=0) > 0.9
-    assert metrics.reverse_accuracy(next_class, classes, mnist, 200, epochs=3, seed=0) < 0.1
+    assert metrics.reverse_accuracy(real, classes, mnist_5k, 200, epochs=3, seed=0) > 0.9
+    assert metrics.reverse_accuracy(next_class, classes, mnist_5k, 200, epochs=3, seed=0) < 0.1
     # noise teaches nothing about digits: chance is 1/3, but which digit lands on which label
     # is arbitrary (0.25..0.40 over seeds 0-3), so the bound leaves room above chance
-    assert metrics.reverse_accuracy(noise, classes, mnist, 200, epochs=3, seed=0) < 0.5
+    assert metrics.reverse_accuracy(noise, classes, mnist_5k, 200, epochs=3, seed=0) < 0.5
 
 
 # ---------------------------------------------------------------- Frechet distance
@@ -296,17 +251,17 @@ def test_frechet_distance_is_silent_and_right_on_singular_covariances():
     assert fid == pytest.approx(independent_frechet(x, y), rel=1e-6)
 
 
-def test_fid_on_mnist_5k_needs_more_images_than_features_and_never_warns(trained, mnist, capsys):
+def test_fid_on_mnist_5k_needs_more_images_than_features_and_never_warns(trained, mnist_5k, capsys):
     classifier, _ = trained
     args = evaluation_args(eval_samples=10, reverse_samples=0, fid_samples=1000)
 
     def train_images(class_id, count):  # other real digits stand in for generated ones
-        return mnist.train_x[mnist.train_y == class_id][:count]
+        return mnist_5k.train_x[mnist_5k.train_y == class_id][:count]
 
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        one = evaluate.evaluate_task(train_images, 1, [0], mnist, classifier, args)
-        two = evaluate.evaluate_task(train_images, 2, [0, 1], mnist, classifier, args)
+        one = evaluate.evaluate_task(train_images, 1, [0], mnist_5k, classifier, args)
+        two = evaluate.evaluate_task(train_images, 2, [0, 1], mnist_5k, classifier, args)
     # one class: 100 test images for 128 features, a singular covariance
     assert one['classifier_fid'] is None
     assert one['not_computed']['classifier_fid'].startswith('100 real and 100 generated images for 128 features')
@@ -318,16 +273,16 @@ def test_fid_on_mnist_5k_needs_more_images_than_features_and_never_warns(trained
 
 # ---------------------------------------------------------------- samplers that return fewer images (DGR)
 
-class PartialSampler:
+class PartialSampler(sampling.Sampler):
     """Like a DGR sampler: class 0 in full, class 1 at half the count asked, class 2 never."""
     class_shares = {0: 0.7, 1: 0.3, 2: 0.0}
 
-    def sample(self, class_id, count):
+    def __call__(self, class_id, count):
         return constant_images(class_id, {0: count, 1: count // 2, 2: 0}[class_id])
 
 
 def test_accuracy_divides_by_the_count_asked_for():
-    accuracy = metrics.generated_accuracy(PartialSampler().sample, [0, 1, 2], mean_pixel_classifier(3), 64)
+    accuracy = metrics.generated_accuracy(PartialSampler(), [0, 1, 2], mean_pixel_classifier(3), 64)
     assert accuracy == {0: 1.0, 1: 0.5, 2: 0.0}
 
 
@@ -341,14 +296,14 @@ def test_reverse_accuracy_trains_on_the_images_that_came_back(monkeypatch):
         return train_classifier(x, y, *args)
 
     monkeypatch.setattr(metrics, 'train_classifier', counting)
-    accuracy = metrics.reverse_accuracy(PartialSampler().sample, [0, 1, 2], data, 20, epochs=1, seed=0)
+    accuracy = metrics.reverse_accuracy(PartialSampler(), [0, 1, 2], data, 20, epochs=1, seed=0)
     assert trained_on == [[20, 10, 0]] and 0.0 <= accuracy <= 1.0
     assert metrics.reverse_accuracy(lambda c, n: constant_images(c, 0), [0, 1], data, 20, 1, 0) is None
 
 
 def test_fid_takes_as_many_real_images_per_class_as_came_back():
     data = constant_image_set(per_class=10)
-    real_x, fake_x = metrics.fid_images(PartialSampler().sample, [0, 1, 2], data, 6)
+    real_x, fake_x = metrics.fid_images(PartialSampler(), [0, 1, 2], data, 6)
     labels = mean_pixel_classifier(3)
     assert np.bincount(evaluation_classifier.predict_labels(labels.model, real_x), minlength=3).tolist() == [6, 3, 0]
     assert np.bincount(evaluation_classifier.predict_labels(labels.model, fake_x), minlength=3).tolist() == [6, 3, 0]
@@ -357,7 +312,7 @@ def test_fid_takes_as_many_real_images_per_class_as_came_back():
 def test_task_record_of_a_partial_sampler(capsys):
     data = constant_image_set(per_class=10)
     args = evaluation_args(eval_samples=64, reverse_samples=20, reverse_epochs=1, fid_samples=6)
-    record = evaluate.evaluate_task(PartialSampler().sample, 3, [0, 1, 2], data, mean_pixel_classifier(3), args)
+    record = evaluate.evaluate_task(PartialSampler(), 3, [0, 1, 2], data, mean_pixel_classifier(3), args)
     assert record['accuracy_per_class'] == {'0': 1.0, '1': 0.5, '2': 0.0} and record['mean_accuracy'] == 0.5
     assert record['missing_classes'] == [2]
     assert record['generated_class_share'] == {'0': 0.7, '1': 0.3, '2': 0.0}
@@ -377,7 +332,7 @@ def test_task_record_of_a_partial_sampler(capsys):
 
 def test_export_samples_of_a_partial_sampler(tmp_path):
     path = tmp_path / 'samples.npz'
-    evaluation_results.export_samples(PartialSampler().sample, [0, 1, 2], 4, str(path))
+    evaluation_results.export_samples(PartialSampler(), [0, 1, 2], 4, str(path))
     saved = np.load(path)
     assert saved['x'].shape == (6, 8, 8, 1) and saved['y'].tolist() == [0, 0, 0, 0, 1, 1]
 
@@ -415,11 +370,11 @@ def fake_record(task, accuracies):
 def test_write_results_json_csv_and_plots(tmp_path):
     records = [fake_record(1, [0.9]), fake_record(2, [0.5, 0.8]), fake_record(3, [0.25, 0.5, 0.75])]
     identity = {'source': 'cached', 'dataset': 'mnist_5k', 'test_accuracy': 0.97}
-    evaluation_results.write_results(str(tmp_path), {'dataset': 'mnist_5k', 'mode': 'ra', 'seed': 3, 'RA_factor': 1e-3},
-                                     records, classifier=identity)
+    run_info = {'dataset': 'mnist_5k', 'method': 'ra', 'label': 'MeRGAN-RA', 'seed': 3, 'RA_factor': 1e-3}
+    evaluation_results.write_results(str(tmp_path), run_info, records, classifier=identity)
     results = json.loads((tmp_path / 'results.json').read_text())
-    assert list(results) == ['dataset', 'mode', 'run', 'classifier', 'tasks']
-    assert (results['dataset'], results['mode']) == ('mnist_5k', 'ra')
+    assert list(results) == ['dataset', 'method', 'label', 'run', 'classifier', 'tasks']
+    assert (results['dataset'], results['method'], results['label']) == ('mnist_5k', 'ra', 'MeRGAN-RA')
     assert results['run']['RA_factor'] == 1e-3 and results['classifier'] == identity
     assert results['tasks'] == records
     with open(tmp_path / 'results.csv') as f:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import figures
 import report
+from reporting import figures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURE4_PIXELS = (700, 600)  # figures.FIGURE4_INCHES at 100 dpi
@@ -54,7 +54,7 @@ def test_tsne_points_refuses_too_few_points():
 def summary(folder, dataset='mnist_5k', mode='sft'):
     """A folder with only results.json, as reproduction/ keeps: no config, no checkpoints."""
     folder.mkdir()
-    results = {'dataset': dataset, 'mode': mode, 'run': {},
+    results = {'dataset': dataset, 'method': mode, 'label': mode.upper(), 'run': {},
                'tasks': [{'task': 1, 'seen_classes': [0], 'mean_accuracy': 0.9}]}
     (folder / 'results.json').write_text(json.dumps(results))
     return str(folder)
@@ -78,7 +78,7 @@ def test_figure4_refuses_folders_without_a_run_or_of_two_datasets(tmp_path, caps
 def tiny_runs(tmp_path_factory):
     """(sft folder, dgr folder, classifier file): an untrained evaluation classifier stands in,
     Figure 4 only needs its features."""
-    import classifier
+    from evaluation import classifier
     import main
     from test_cli import FAST, run_cli
     folder = tmp_path_factory.mktemp('figure4')

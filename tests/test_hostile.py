@@ -1,14 +1,24 @@
 """The project's list of hostile inputs: damaged files, wrong files and contradictory flags that
 must end in a clear message or a recovery, never a traceback. Add new cases here, one test each."""
+import errno
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-import classifier
-import evaluate
-import metrics
-from test_evaluate import constant_image_set, constant_images, evaluation_args, mean_pixel_classifier
+import main
+import run_folder
+import runs
+from evaluation import classifier, evaluate, metrics
+from helpers import (ROOT, checkpoint_values, constant_image_set, constant_images, evaluation_args,
+                     mean_pixel_classifier, run_cli)
 
 
 def quick_training(x, y, num_classes, epochs, seed, batch_size=64):
@@ -134,18 +144,6 @@ def test_sampler_with_broken_output_is_refused(sampler):
 
 # ---------------------------------------------------------------- the command line and the run folder
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-
-import tensorflow as tf
-
-import main
-from test_cli import ROOT, checkpoint_values, run_cli
-
 TINY = ['--dataset', 'mnist_5k', '--iters', '5', '--num_tasks', '2', '--sample_every', '100', '--ckpt_every', '2']
 
 
@@ -208,8 +206,7 @@ def test_test_refuses_non_finite_weights(tmp_path, capsys):
     result = tmp_path / 'R'
     code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result)], capsys)
     assert code == 0, err
-    import runs
-    config, tasks = runs.saved_run(str(result), 'mnist_5k')
+    config, _ = runs.saved_run(str(result), 'mnist_5k')
     trainer = runs.make_trainer(config, runs.load_data(config))
     trainer.checkpoints.restore_task_end(1)
     trainer.models.generator.weights[0].assign(tf.fill(trainer.models.generator.weights[0].shape, np.nan))
@@ -219,7 +216,6 @@ def test_test_refuses_non_finite_weights(tmp_path, capsys):
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
-    import errno
     result = tmp_path / 'R'
     real_save = tf.train.CheckpointManager.save
     saves = []
@@ -279,9 +275,8 @@ def test_one_training_per_run_folder_and_a_killed_holder_blocks_no_one(tmp_path,
     finally:
         first.kill()
         first.wait()
-    import utils
-    assert utils.lock_holder(str(result / utils.LOCK_FILE)) is None
-    utils.RunLock(str(result)).acquire().file.close()
+    assert run_folder.lock_holder(str(result / run_folder.LOCK_FILE)) is None
+    run_folder.RunLock(str(result)).acquire().file.close()
 
 
 def test_test_names_the_tasks_it_skips_while_training_runs(tmp_path, capsys):
@@ -289,10 +284,9 @@ def test_test_names_the_tasks_it_skips_while_training_runs(tmp_path, capsys):
     code, err = run_cli(main.main, TINY + ['--num_tasks', '1', '--result_path', str(result)], capsys)
     assert code == 0, err
     config = json.loads((result / 'config.json').read_text())
-    import runs
     config['tasks'] = [runs.task_record(task) for task in runs.sequential_tasks(list(range(0, 4001, 400)), 3)]
     (result / 'config.json').write_text(json.dumps(config))  # a 3-task run stopped after task 1
-    lock = __import__('utils').RunLock(str(result)).acquire()
+    lock = run_folder.RunLock(str(result)).acquire()
     argv = ['--dataset', 'mnist_5k', '--test', '--result_path', str(result), '--eval_samples', '64',
             '--reverse_samples', '0', '--fid_samples', '0']
     tested = start_main(argv)

@@ -6,8 +6,8 @@ import sys
 import pytest
 from PIL import Image
 
-import figures
 import report
+from reporting import figures, tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -22,14 +22,19 @@ def task_record(task, seen, mean, reverse=None, fid=None, inception=None):
                          'inception_fid': None}}
 
 
-def sequential(dataset, mode, means):
+LABELS = {'joint': 'Joint', 'sft': 'SFT', 'ewc': 'EWC', 'dgr': 'DGR', 'jtr': 'MeRGAN-JTR', 'ra': 'MeRGAN-RA',
+          'rehearsal': 'Rehearsal'}
+
+
+def sequential(dataset, method, means, seed=0, **options):
     """A run whose mean accuracy after task t is means[t - 1]; one class per task."""
-    return {'dataset': dataset, 'mode': mode, 'run': {'seed': 0}, 'classifier': {'test_accuracy': 0.98},
+    return {'dataset': dataset, 'method': method, 'label': LABELS[method], 'run': {'seed': seed, **options},
+            'classifier': {'test_accuracy': 0.98},
             'tasks': [task_record(t, range(t), m) for t, m in enumerate(means, start=1)]}
 
 
-def joint(dataset, classes, mean):
-    return {'dataset': dataset, 'mode': 'joint', 'run': {}, 'classifier': None,
+def joint(dataset, classes, mean, seed=0):
+    return {'dataset': dataset, 'method': 'joint', 'label': 'Joint', 'run': {'seed': seed}, 'classifier': None,
             'tasks': [task_record(classes, range(classes), mean)]}
 
 
@@ -53,29 +58,67 @@ def runs():
     lsun_ra = sequential('lsun', 'ra', [1.0, 0.9, 0.85, 0.8])
     lsun_ra['tasks'][3].update(reverse_accuracy=0.836, inception_fid=40.5, classifier_fid=3.25)
     return [sequential('mnist_5k', 'sft', sft), sequential('mnist_5k', 'ra', ra),
-            sequential('mnist_5k', 'ra', [r - 0.01 for r in ra]),
+            sequential('mnist_5k', 'ra', [r - 0.01 for r in ra], seed=1),
             joint('mnist_5k', 5, 0.977), joint('mnist_5k', 10, 0.969), lsun_ra]
 
 
+PAPER_COLUMNS = ['Joint', 'SFT', 'EWC', 'DGR', 'MeRGAN-JTR', 'MeRGAN-RA']
+
+
 def test_table1_cells_measured_beside_paper(runs):
-    table = report.build_table(runs)
+    table = tables.build_table(runs)
     after5 = row(table, '| MNIST (mnist_5k) | 5 tasks')
     after10 = row(table, '| MNIST (mnist_5k) | 10 tasks')
-    columns = dict(zip(['dataset', 'after'] + list(report.TABLE1_METHODS), after5))
+    assert row(table, '| Dataset |') == ['Dataset', 'After'] + PAPER_COLUMNS
+    columns = dict(zip(['dataset', 'after'] + PAPER_COLUMNS, after5))
     assert columns['SFT'] == '20.0 (paper 19.87)'
     assert columns['Joint'] == '97.7 (paper 97.66)'  # joint run with 5 seen classes
     assert columns['EWC'] == '– (paper 70.62)' and columns['DGR'] == '– (paper 90.39)'
     assert columns['MeRGAN-JTR'] == '– (paper 97.93)'
-    assert columns['MeRGAN-RA'] == '97.4 [mean of 2] (paper 98.19)'  # 97.9 and 96.9 averaged
+    # seeds 0 and 1: 97.9 and 96.9, sample standard deviation 0.71
+    assert columns['MeRGAN-RA'] == '97.4 ± 0.7 (n=2) (paper 98.19)'
+
     assert after10[2] == '96.9 (paper 96.92)' and after10[3] == '10.0 (paper 10.06)'
     assert "mnist_5k runs are compared against the paper's MNIST numbers." in table
+
+
+def test_a_cell_of_several_seeds_is_their_mean_sample_std_and_count():
+    seeds = [sequential('mnist_5k', 'jtr', [0.90] * 5, seed=0), sequential('mnist_5k', 'jtr', [0.96] * 5, seed=1)]
+    assert tables.measured_values(seeds, 'mnist_5k', tables.Column('MeRGAN-JTR'), 5, 'mean_accuracy') == [0.90, 0.96]
+    mean, spread, count = tables.cell_statistics([0.90, 0.96])
+    assert (mean, count) == (pytest.approx(0.93), 2) and spread == pytest.approx(0.0424264, rel=1e-5)
+    assert tables.cell_statistics([0.5]) == (0.5, None, 1)
+    assert tables.format_cell([0.90, 0.96], 100, 97.93) == '93.0 ± 4.2 (n=2) (paper 97.93)'
+    assert tables.format_cell([0.9], 100, None) == '90.0'  # one run: the bare number
+    three = [sequential('mnist_5k', 'jtr', [v] * 5, seed=s) for s, v in enumerate((0.95, 0.97, 0.99))]
+    assert row(tables.build_table(three), '| MNIST (mnist_5k) | 5 tasks')[6] == '97.0 ± 2.0 (n=3) (paper 97.93)'
+
+
+def test_runs_of_one_method_with_other_settings_are_columns_of_their_own():
+    half = sequential('mnist_5k', 'dgr', [0.72] * 5, DGR_replay_share='half', DGR_solver_steps=500)
+    balanced = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s, DGR_replay_share='balanced', DGR_solver_steps=500)
+                for s, v in enumerate((0.80, 0.84))]
+    table = tables.build_table([half, *balanced])
+    header = row(table, '| Dataset |')
+    assert header[5:7] == ['DGR (DGR_replay_share half)', 'DGR (DGR_replay_share balanced)']
+    after5 = dict(zip(header, row(table, '| MNIST (mnist_5k) | 5 tasks')))
+    assert after5['DGR (DGR_replay_share half)'] == '72.0 (paper 90.39)'
+    assert after5['DGR (DGR_replay_share balanced)'] == '82.0 ± 2.8 (n=2) (paper 90.39)'
+
+
+def test_a_method_the_paper_does_not_have_gets_a_column_after_the_papers():
+    buffers = [sequential('mnist_5k', 'rehearsal', [0.9] * 5, rehearsal_per_class=n) for n in (10, 50)]
+    table = tables.build_table([sequential('mnist_5k', 'ra', [0.98] * 5), *buffers])
+    assert row(table, '| Dataset |')[2:] == PAPER_COLUMNS + ['Rehearsal (rehearsal_per_class 10)',
+                                                              'Rehearsal (rehearsal_per_class 50)']
+    assert row(table, '| MNIST (mnist_5k) | 5 tasks')[-1] == '90.0'  # no paper value
 
 
 def test_table1_measures_ewc_and_dgr(runs):
     runs += [sequential('mnist_5k', 'ewc', [0.9] * 4 + [0.7064] + [0.75] * 4 + [0.7749]),
              sequential('mnist_5k', 'dgr', [0.95] * 9 + [0.8541])]
-    table = report.build_table(runs)
-    names = ['dataset', 'after'] + list(report.TABLE1_METHODS)
+    table = tables.build_table(runs)
+    names = ['dataset', 'after'] + PAPER_COLUMNS
     after5 = dict(zip(names, row(table, '| MNIST (mnist_5k) | 5 tasks')))
     after10 = dict(zip(names, row(table, '| MNIST (mnist_5k) | 10 tasks')))
     assert after5['EWC'] == '70.6 (paper 70.62)' and after5['DGR'] == '95.0 (paper 90.39)'
@@ -84,7 +127,7 @@ def test_table1_measures_ewc_and_dgr(runs):
 
 
 def test_table1_paper_only_row_for_unmeasured_dataset(runs):
-    table = report.build_table(runs)
+    table = tables.build_table(runs)
     svhn = row(table, '| SVHN | 10 tasks')
     assert svhn[2:] == ['– (paper 84.82)', '– (paper 10.10)', '– (paper 33.02)', '– (paper 47.28)',
                         '– (paper 66.50)', '– (paper 66.78)']
@@ -94,15 +137,15 @@ def test_table1_paper_only_row_for_unmeasured_dataset(runs):
 def test_record_after_counts_seen_classes_for_joint_runs():
     run = joint('mnist', 10, 0.9)
     run['tasks'][0]['task'] = 1  # its seen classes count, not its task number
-    assert report.record_after(run, 10) is run['tasks'][0]
-    assert report.record_after(run, 1) is None
-    assert report.record_after(run, 5) is None
+    assert tables.record_after(run, 10) is run['tasks'][0]
+    assert tables.record_after(run, 1) is None
+    assert tables.record_after(run, 5) is None
     seq = sequential('mnist', 'jtr', [0.9] * 6)
-    assert report.record_after(seq, 5)['task'] == 5 and report.record_after(seq, 10) is None
+    assert tables.record_after(seq, 5)['task'] == 5 and tables.record_after(seq, 10) is None
 
 
 def test_lsun_table2(runs):
-    table = report.build_lsun_table(runs)
+    table = tables.build_lsun_table(runs)
     header = row(table, '| LSUN after 4 tasks')
     accuracy = dict(zip(header, row(table, '| accuracy (%)')))
     assert accuracy['MeRGAN-RA'] == '80.0 (paper 81.03)'
@@ -137,8 +180,9 @@ def test_missing_folder_exits_2_with_message(tmp_path):
 @pytest.mark.parametrize('content, message', [
     (None, 'results.json: missing'),
     ('{"dataset": "mnist", ', 'not valid JSON'),
-    ('{"dataset": "mnist", "mode": "lwf", "tasks": []}', "unknown mode 'lwf'"),
-    ('{"dataset": "mnist", "mode": "ra", "tasks": [{"task": 1}]}', 'each task record needs'),
+    ('{"dataset": "mnist", "mode": "lwf", "tasks": []}', 'no "label" for method \'lwf\'; run --test again'),
+    ('{"dataset": "mnist", "method": "ra", "label": "MeRGAN-RA", "tasks": [{"task": 1}]}', 'each task record needs'),
+    ('[1, 2]', 'not a results.json of this project'),
 ])
 def test_bad_results_exit_2(tmp_path, capsys, content, message):
     folder = tmp_path / 'run'
@@ -152,7 +196,7 @@ def test_bad_results_exit_2(tmp_path, capsys, content, message):
 
 
 def test_paper_numbers_and_source():
-    paper = report.load_paper()
+    paper = tables.load_paper()
     assert '1809.02058' in paper['source']['arxiv']
     mnist = paper['table1']['datasets']['MNIST']
     assert mnist['MeRGAN-RA'] == {'5': 98.19, '10': 97.01} and mnist['Joint']['10'] == 96.92
@@ -173,16 +217,17 @@ def test_markdown_output_is_stable_and_names_no_path(runs, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert report.main(args) == 0
     assert capsys.readouterr().out == out
-    assert out == report.markdown_report(runs, names)
+    assert out == tables.markdown_report(runs, names)
     assert out.endswith('lsun classes: 0 bedroom, 1 kitchen, 2 church_outdoor, 3 tower.\n')
     assert str(tmp_path) not in out and err == f'chart: {tmp_path / "chart.png"}\n'
     assert '| SVHN' not in out and '| MNIST (mnist_5k) | 5 tasks |' in out  # measured datasets only
     assert '| LSUN after 4 tasks |' in out
-    assert row(out, '| sft | mnist_5k |') == ['sft', 'mnist_5k', 'SFT', '100.0', '50.0', '33.0', '25.0', '20.0',
+    assert row(out, '| sft | mnist_5k |') == ['sft', 'mnist_5k', 'SFT', '0', '100.0', '50.0', '33.0', '25.0', '20.0',
                                    '17.0', '14.0', '12.0', '11.0', '10.0']
-    dash = report.MISSING
-    assert row(out, '| joint_5 | mnist_5k |') == ['joint_5', 'mnist_5k', 'Joint (5 classes)'] + [dash] * 4 + ['97.7'] + [dash] * 5
-    assert row(out, '| lsun_ra | lsun |')[3:] == ['100.0', '90.0', '85.0', '80.0'] + [dash] * 6
+    assert row(out, '| ra_seed1 | mnist_5k |')[2:5] == ['MeRGAN-RA', '1', '99.0']  # each seed's own values
+    dash = tables.MISSING
+    assert row(out, '| joint_5 | mnist_5k |') == ['joint_5', 'mnist_5k', 'Joint (5 classes)', '0'] + [dash] * 4 + ['97.7'] + [dash] * 5
+    assert row(out, '| lsun_ra | lsun |')[4:] == ['100.0', '90.0', '85.0', '80.0'] + [dash] * 6
     assert row(out, '| lsun_ra | 4 |')[:5] == ['lsun_ra', '4', '80.0', '83.6', '3.2']  # after its last task
 
 
@@ -192,8 +237,8 @@ def test_last_task_table_gives_each_class_reverse_accuracy_fid_and_dgr_shares():
                             generated_class_share={'0': 0.125, '1': 0.875})
     joint_3 = joint('fashion_mnist', 3, 0.5)
     joint_3['tasks'][-1]['accuracy_per_class'] = {'0': 0.5, '1': 0.25, '2': 0.75}
-    table = report.build_last_task_table([dgr, joint_3, sequential('mnist_5k', 'sft', [])], ['dgr', 'joint_3', 'sft'])
-    dash = report.MISSING
+    table = tables.build_last_task_table([dgr, joint_3, sequential('mnist_5k', 'sft', [])], ['dgr', 'joint_3', 'sft'])
+    dash = tables.MISSING
     assert table.splitlines()[0] == '| Run | After task | Mean | Reverse accuracy | Classifier FID | 0 | 1 | 2 |'
     assert row(table, '| dgr |') == ['dgr', '2', '60.0', '90.0', '35.7', '25.0', '95.0', dash]
     assert row(table, '| dgr: share of draws |') == ['dgr: share of draws', '2', '', '', '', '12.5', '87.5', dash]
@@ -202,19 +247,20 @@ def test_last_task_table_gives_each_class_reverse_accuracy_fid_and_dgr_shares():
     assert "A share-of-draws row: each class's share (%)" in table
     assert table.endswith('fashion_mnist classes: 0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, '
                           '5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag, 9 Ankle boot.')
-    assert 'share-of-draws' not in report.build_last_task_table([joint_3], ['joint_3'])
+    assert 'share-of-draws' not in tables.build_last_task_table([joint_3], ['joint_3'])
     unknown = sequential('cifar', 'sft', [0.9])  # a dataset this project cannot name: numbered columns only
-    assert report.build_last_task_table([unknown], ['sft']).splitlines()[-1].startswith("After each run's last task")
+    assert tables.build_last_task_table([unknown], ['sft']).splitlines()[-1].startswith("After each run's last task")
 
 
 def test_accuracy_after_each_task_series_and_plot(runs, tmp_path):
-    series = figures.accuracy_series(runs)
+    series = {(dataset, str(column)): points for (dataset, column), points in figures.accuracy_series(runs).items()}
     assert sorted(series) == [('lsun', 'MeRGAN-RA'), ('mnist_5k', 'Joint'), ('mnist_5k', 'MeRGAN-RA'),
                               ('mnist_5k', 'SFT')]
-    assert series['mnist_5k', 'Joint'] == [(5, pytest.approx(97.7)), (10, pytest.approx(96.9))]
-    assert series['mnist_5k', 'MeRGAN-RA'][0] == (1, pytest.approx(99.5))  # two RA runs averaged
-    assert [t for t, _ in series['mnist_5k', 'SFT']] == list(range(1, 11))
-    assert series['lsun', 'MeRGAN-RA'] == [(1, 100.0), (2, 90.0), (3, 85.0), (4, 80.0)]
+    assert series['mnist_5k', 'Joint'] == [(5, pytest.approx(97.7), None), (10, pytest.approx(96.9), None)]
+    # two RA seeds: their mean, and the sample standard deviation of 100 and 99 for the band
+    assert series['mnist_5k', 'MeRGAN-RA'][0] == (1, pytest.approx(99.5), pytest.approx(0.7071, rel=1e-3))
+    assert [t for t, _, _ in series['mnist_5k', 'SFT']] == list(range(1, 11))
+    assert series['lsun', 'MeRGAN-RA'] == [(1, 100.0, None), (2, 90.0, None), (3, 85.0, None), (4, 80.0, None)]
     _, folders = write_runs(tmp_path, runs)
     plot = tmp_path / 'accuracy.png'
     assert report.main(folders + ['--out', str(tmp_path / 'c.png'), '--accuracy_plot', str(plot)]) == 0
@@ -222,9 +268,17 @@ def test_accuracy_after_each_task_series_and_plot(runs, tmp_path):
         assert image.size == (700, 450)  # 7 x 4.5 inches at 100 dpi
 
 
-def test_run_labels_name_joint_classes_and_the_ewc_strength():
-    joint = {'mode': 'joint', 'tasks': [{'seen_classes': [0, 1, 2, 3, 4]}], 'run': {}}
-    ewc = {'mode': 'ewc', 'tasks': [], 'run': {'EWC_lambda': 1e7}}
-    assert report.run_label(joint) == 'Joint (5 classes)'
-    assert report.run_label(ewc) == 'EWC (lambda 1e+07)'
-    assert report.run_label({'mode': 'ra', 'tasks': [], 'run': {'RA_factor': 1e-3}}) == 'MeRGAN-RA'
+def test_run_labels_name_joint_classes_and_what_tells_a_sweep_apart():
+    assert tables.run_label(joint('mnist_5k', 5, 0.9)) == 'Joint (5 classes)'
+    sweep = [sequential('mnist_5k', 'ewc', [0.5], EWC_lambda=strength, EWC_fisher_batches=50) for strength in (1e5, 1e7)]
+    assert [tables.run_label(run, sweep) for run in sweep] == ['EWC (EWC_lambda 100000)', 'EWC (EWC_lambda 1e+07)']
+    assert tables.run_label(sweep[0]) == 'EWC'  # alone, nothing tells it apart
+    assert tables.run_label(sequential('mnist_5k', 'ra', [0.9], RA_factor=1e-3)) == 'MeRGAN-RA'
+
+
+def test_results_written_before_the_label_was_recorded_read_as_before(tmp_path):
+    older = {'dataset': 'mnist_5k', 'mode': 'dgr', 'run': {'mode': 'dgr', 'seed': 0, 'DGR_solver_steps': 500},
+             'tasks': [task_record(1, [0], 0.98)]}
+    results = tables.load_results(write_run(tmp_path / 'dgr', older))
+    assert (results['method'], results['label'], results['run']['method']) == ('dgr', 'DGR', 'dgr')
+    assert 'mode' not in results and tables.run_label(results) == 'DGR'

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import figures
-import readme_tables
 import report
 import reproduce
+from reporting import figures, tables
+from reporting import reproduction as readme_tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TILE = 32  # --test grids: 10x10 tiles of 32x32 images
@@ -36,13 +36,13 @@ def grid(class_id, rgb=False):
     return pixels
 
 
-def fake_run(folder, mode='ra', tasks=3, grids=(0, 2), rgb=False, dataset='mnist_5k'):
+def fake_run(folder, mode='ra', tasks=3, grids=(0, 2), rgb=False, dataset='mnist_5k', seed=0):
     """A tested run: three tasks (class t-1 in task t), test grids of the last task for `grids`,
     and everything a real run folder holds that a summary must leave behind."""
     records = [record(tasks, range(tasks), 0.9)] if mode == 'joint' else \
         [record(t, range(t), 1.0 - 0.1 * t) for t in range(1, tasks + 1)]
     files = {'config.json': json.dumps({'run': {'mode': mode}, 'args': {'iters': 3}}),
-             'results.json': json.dumps({'dataset': dataset, 'mode': mode, 'run': {}, 'classifier': None,
+             'results.json': json.dumps({'dataset': dataset, 'mode': mode, 'run': {'seed': seed}, 'classifier': None,
                                          'tasks': records}),
              'results.csv': 'task,class,accuracy\n1,0,0.900000\n',
              'fixed_noise.npy': 'noise', 'test/samples_task_3.npz': 'npz', 'logs/events.out': 'tb',
@@ -121,13 +121,13 @@ def test_summarise_copies_the_summary_and_no_checkpoint(tmp_path):
     assert (dest / 'command.txt').read_text() == (
         '# The commands that made this run, in order, from the repository root\n'
         'python main.py --RA\npython main.py --test\n'
-        '# wall time: 3725 s (1 h 02 min)\n# train 3700 s in 2 session(s)\n')
+        '# wall time: 3725 s (1 h 02 min)\n# train 3700 s in 2 session(s)\n# seed: 0\n')
     mode, top = load(dest / 'test' / 'task_3_class_2.png')
     assert mode == 'L' and top.shape == (2 * TILE, 10 * TILE)  # the first 20 of 100 samples
     assert np.array_equal(top, grid(2)[:2 * TILE])
     assert reproduce.wall_time_of(str(dest / 'command.txt')) == 3725
     # Figure 3 reads the summary as it reads the run
-    results = report.load_results(str(dest))
+    results = tables.load_results(str(dest))
     assert all(np.array_equal(a, b) for a, b in zip(figures.figure3_rows(str(dest), results)[::2],
                                                     figures.figure3_rows(run, results)[::2]))
 
@@ -140,6 +140,30 @@ def test_summarise_refuses_an_untested_run_before_writing(tmp_path):
     os.remove(os.path.join(run, 'results.json'))
     assert reproduce.main(['summarise', run, str(tmp_path / 'dest'), '--command', 'x']) == 2
     assert not (tmp_path / 'dest').exists()
+
+
+def test_protocol_runs_each_seed_in_a_folder_of_its_own_and_pools_them_in_one_cell(tmp_path, capsys):
+    reproduction, results = tmp_path / 'reproduction', tmp_path / 'results'
+    calls = []
+
+    def execute(argv, log_dir, run, step):
+        calls.append((run, step, argv))
+        run_dir = argv[argv.index('--result_path') + 1]
+        seed = int(run.rpartition('_seed')[2]) if '_seed' in run else 0
+        if step == 'test':
+            fake_run(run_dir, mode='jtr', tasks=5, seed=seed)
+        reproduce.log_session(log_dir, run, step, 10.0)
+
+    reproduce.run_protocol('mnist_5k', 3, 5, ['jtr'], str(reproduction), str(results), execute=execute,
+                           seeds=(0, 1, 2))
+    trained = [(run, argv[argv.index('--result_path') + 1]) for run, step, argv in calls if step == 'train']
+    assert trained == [(name, str(results / 'reproduce_mnist_5k_3' / name)) for name in ('jtr', 'jtr_seed1', 'jtr_seed2')]
+    seeds = [argv[argv.index('--seed') + 1] if '--seed' in argv else None for _, step, argv in calls if step == 'train']
+    assert seeds == [None, '1', '2']  # seed 0 is the default: the command of the runs made before --seeds
+    for name, seed in (('jtr', 0), ('jtr_seed1', 1), ('jtr_seed2', 2)):
+        assert (reproduction / 'mnist_5k_3' / name / 'command.txt').read_text().endswith(f'# seed: {seed}\n')
+    block = readme_tables.readme_block(str(reproduction))
+    assert '| 50.0 ± 0.0 (n=3) (paper 97.93) |' in block  # three seeds, one cell
 
 
 def test_format_duration():
@@ -182,7 +206,7 @@ def test_protocol_runs_what_is_not_summarised_and_makes_the_report(tmp_path, cap
         f'python main.py --dataset mnist_5k --test --result_path {sft_dir} --eval_samples 64\n'
         '# wall time: 20 s\n'
         '# train 10 s in 1 session(s); test 10 s in 1 session(s) '
-        '(sessions of reproduce.py; the machine may have been shared)\n')
+        '(sessions of reproduce.py; the machine may have been shared)\n# seed: 0\n')
     for figure in ('table1.png', 'accuracy.png', 'figure3.png'):
         assert (reproduction / 'mnist_5k_3' / figure).read_bytes().startswith(b'\x89PNG')
     text = (reproduction / 'report.md').read_text()
@@ -232,8 +256,9 @@ def test_readme_block_of_a_reproduction_folder(tmp_path):
     assert block == readme_tables.readme_block(str(reproduction)) and str(tmp_path) not in block
     lines = block.splitlines()
     assert lines[0].startswith('Made by `python reproduce.py readme --write README.md`')
+    # the larger budget first
     assert lines.index('**mnist_5k, 3 iterations per task (joint training: 3 per class)** (`reproduction/mnist_5k_3/`)') \
-        < lines.index('**mnist_5k, 20 iterations per task (joint training: 20 per class)** (`reproduction/mnist_5k_20/`)')
+        > lines.index('**mnist_5k, 20 iterations per task (joint training: 20 per class)** (`reproduction/mnist_5k_20/`)')
     assert '| MNIST (mnist_5k) | 5 tasks | 90.0 (paper 97.66) | – (paper 19.87) |' in block
     assert lines[-1] == ('Accuracy after each task, figures and the exact commands of every run: '
                          '[reproduction/report.md](reproduction/report.md).')
@@ -245,6 +270,12 @@ def test_readme_block_of_a_reproduction_folder(tmp_path):
     assert 'has no paper value' not in block
     empty = readme_tables.readme_block(str(tmp_path / 'nothing_here'))
     assert 'No run is summarised in `nothing_here/` yet' in empty
+
+
+def test_groups_run_the_paper_budget_first_then_other_datasets_then_sweeps():
+    groups = ['ewc_sweep_mnist_5k_1000', 'fashion_mnist_1000', 'mnist_5k_1000', 'mnist_5k_4001', 'mnist_5k_300']
+    assert sorted(groups, key=readme_tables.group_order) == ['mnist_5k_4001', 'mnist_5k_1000', 'mnist_5k_300',
+                                                              'fashion_mnist_1000', 'ewc_sweep_mnist_5k_1000']
 
 
 def test_readme_block_goes_between_the_marker_lines(tmp_path):
@@ -259,9 +290,9 @@ def test_readme_block_goes_between_the_marker_lines(tmp_path):
     assert readme_tables.readme_section(readme.read_text()) == block
     assert not reproduce.write_readme(str(readme), str(empty))  # unchanged the second time
     assert readme_tables.readme_section('no markers\n') is None
-    with pytest.raises(report.ReportError, match='needs one line'):
+    with pytest.raises(tables.ReportError, match='needs one line'):
         readme_tables.readme_section(f'{end}\n{begin}\n')
-    with pytest.raises(report.ReportError, match='has no'):
+    with pytest.raises(tables.ReportError, match='has no'):
         readme_tables.replace_readme_section('no markers\n', block)
 
 

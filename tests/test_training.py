@@ -1,49 +1,13 @@
-"""The compiled step, the replay strategies and the task transitions."""
-import dataclasses
-
+"""The trainer: tasks, the compiled step and its replay batch, task transitions, sampling and checkpoints."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import runs
-import sampling
-import strategies
-import training
-from data import group_by_class, load_dataset
-
-
-@pytest.fixture(scope='module')
-def mnist_5k():
-    return load_dataset('mnist_5k', None)
-
-
-MODE_FLAGS = {'sft': [], 'ra': ['--RA'], 'jtr': ['--JTR'], 'ewc': ['--EWC'], 'dgr': ['--DGR']}
-
-
-def make_config(mode, tmp_path, seed=0, **overrides):
-    return runs.default_config('mnist_5k', tmp_path, flags=MODE_FLAGS[mode], seed=seed, iters=2, log_every=1,
-                               sample_every=100, ckpt_every=100, **overrides)
-
-
-def make_trainer(data, mode, tmp_path, seed=0, split_replay_batch=True, strategy=None):
-    config = make_config(mode, tmp_path, seed)
-    settings = dataclasses.replace(config.settings, split_replay_batch=split_replay_batch)
-    strategy = strategy or strategies.strategy_for(config.mode, config.method_options)
-    return training.Trainer(config, data, strategy, settings)
-
-
-def tasks_for(data, count):
-    _, _, offsets = group_by_class(data.train_x, data.train_y, data.num_classes)
-    return runs.sequential_tasks(offsets, count)
-
-
-def spec_tensors(task):
-    return training.Trainer.spec_tensors(task)
-
-
-def weights_of(network):
-    return [w.numpy().copy() for w in network.weights]
-
+from data import group_by_class
+from helpers import make_trainer, spec_tensors, tasks_for, weights_of
+from training import methods, sampling
+from training.objective import StepInputs
 
 def test_sequential_tasks_cover_one_class_each(mnist_5k):
     tasks = tasks_for(mnist_5k, 3)
@@ -71,68 +35,14 @@ def test_old_generator_is_frozen_while_new_generator_learns(mnist_5k, tmp_path):
     assert not any(id(v) in optimised for v in trainer.models.old_generator.trainable_variables)
 
 
-def test_replay_alignment_is_zero_when_generators_agree_and_in_first_task(mnist_5k, tmp_path):
-    trainer = make_trainer(mnist_5k, 'ra', tmp_path)
-    task1, task2 = tasks_for(mnist_5k, 2)
-    metrics = trainer.train_step(spec_tensors(task1))
-    assert float(metrics['generator/replay_alignment']) == 0.0  # no earlier class yet
-    trainer.begin_task()
-    # Same weights, same z and classes for both generators: the alignment term is exactly 0
-    # at the first step of the task (it is computed before the update).
-    metrics = trainer.train_step(spec_tensors(task2))
-    assert float(metrics['generator/replay_alignment']) == 0.0
-
-
-def test_replay_alignment_term_matches_its_formula(mnist_5k, tmp_path):
-    trainer = make_trainer(mnist_5k, 'ra', tmp_path)
-    generator, old_generator = trainer.models.generator, trainer.models.old_generator
-    old_generator.weights[0].assign(generator.weights[0] + 0.01)
-    z = tf.random.stateless_normal([63, 128], seed=[1, 2])
-    labels = tf.repeat(tf.range(3), 21)
-    old_images = old_generator(z, labels, groups=3)
-    replay = training.Replay(z, labels, 3, tf.constant(3.0))
-    terms = strategies.ReplayAlignment(1e-3).generator_terms(trainer.models, replay)
-    difference = generator(z, labels, groups=3).numpy() - old_images.numpy()
-    expected = 1e-3 * 0.5 * np.sum(difference.astype(np.float64) ** 2) / 3
-    assert expected > 0
-    np.testing.assert_allclose(float(terms['replay_alignment']), expected, rtol=1e-5)
-
-
-def test_joint_training_with_replay_terms(mnist_5k, tmp_path):
-    trainer = make_trainer(mnist_5k, 'jtr', tmp_path)
-    models = trainer.models
-    z = tf.random.stateless_normal([64, 128], seed=[3, 4])
-    labels = tf.repeat(tf.range(2), 32)
-    old_images = models.old_generator(z, labels, groups=2)
-    replay = training.Replay(z, labels, 2, tf.constant(2.0))
-    terms = strategies.JointTrainingWithReplay().critic_terms(models, replay)
-    old_scores, old_logits = models.critic(old_images)
-    new_scores, _ = models.critic(models.generator(z, labels, groups=2))
-    cross_entropy = -tf.nn.log_softmax(old_logits).numpy()[np.arange(64), labels.numpy()].mean()
-    expected = 2.0 * (new_scores.numpy().mean() - old_scores.numpy().mean() + cross_entropy)
-    np.testing.assert_allclose(float(terms['jtr_critic']), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_joint_training_with_replay_generator_term_needs_no_old_generator(mnist_5k, tmp_path):
-    trainer = make_trainer(mnist_5k, 'jtr', tmp_path)
-    models = trainer.models._replace(old_generator=None)  # fails if the term runs it
-    z = tf.random.stateless_normal([64, 128], seed=[5, 6])
-    labels = tf.repeat(tf.range(4), 16)
-    terms = strategies.JointTrainingWithReplay().generator_terms(models, training.Replay(z, labels, 4, tf.constant(4.0)))
-    scores, logits = models.critic(models.generator(z, labels, groups=4))
-    cross_entropy = -tf.nn.log_softmax(logits).numpy()[np.arange(64), labels.numpy()].mean()
-    expected = 4.0 * (-scores.numpy().mean() + cross_entropy)
-    np.testing.assert_allclose(float(terms['jtr_generator']), expected, rtol=1e-5, atol=1e-6)
-
-
-class RecordingStrategy(strategies.Strategy):
+class RecordingMethod(methods.Method):
     """Hands the replay batch it gets to a test's function."""
     generator_term_names = ('replay_alignment',)
 
     def __init__(self, record):
         self.record = record
 
-    def generator_terms(self, models, replay):
+    def generator_terms(self, models, inputs, replay):
         return self.record(models, replay)
 
 
@@ -146,8 +56,8 @@ def test_replay_batch_splits_classes_evenly(mnist_5k, tmp_path):
         seen['old_images'] = replay.images(models.old_generator)
         return {'replay_alignment': tf.constant(0.0)}
 
-    trainer = make_trainer(mnist_5k, 'ra', tmp_path, strategy=RecordingStrategy(record))
-    trainer.replay_terms(spec_tensors(tasks_for(mnist_5k, 4)[3]), 'generator')
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path, method_object=RecordingMethod(record))
+    trainer.replay_terms(StepInputs(spec_tensors(tasks_for(mnist_5k, 4)[3]), *[None] * 5), 'generator')
     assert np.bincount(seen['labels'].numpy()).tolist() == [21, 21, 21]  # 64 // 3 each
     assert seen['labels'].numpy().tolist() == sorted(seen['labels'].numpy().tolist())
     assert float(seen['scale']) == 3.0
@@ -166,8 +76,8 @@ def test_replay_batch_per_class_without_split(mnist_5k, tmp_path):
         seen.update(labels=replay.labels, scale=replay.class_scale, groups=replay.groups)
         return {'replay_alignment': tf.constant(0.0)}
 
-    trainer = make_trainer(mnist_5k, 'ra', tmp_path, split_replay_batch=False, strategy=RecordingStrategy(record))
-    trainer.replay_terms(spec_tensors(tasks_for(mnist_5k, 3)[2]), 'generator')
+    trainer = make_trainer(mnist_5k, 'ra', tmp_path, split_replay_batch=False, method_object=RecordingMethod(record))
+    trainer.replay_terms(StepInputs(spec_tensors(tasks_for(mnist_5k, 3)[2]), *[None] * 5), 'generator')
     assert np.bincount(seen['labels'].numpy()).tolist() == [64, 64]
     assert float(seen['scale']) == 1.0 and int(seen['groups']) == 2
 
@@ -197,12 +107,17 @@ def test_new_task_resets_adam_but_keeps_learning_rate(mnist_5k, tmp_path):
         np.testing.assert_array_equal(before, after)  # the critic keeps its weights
 
 
-def test_step_is_traced_once_across_tasks(mnist_5k, tmp_path):
-    trainer = make_trainer(mnist_5k, 'jtr', tmp_path)
+@pytest.mark.parametrize('mode, traces', [('jtr', [1, 2, 2]), ('sft', [1, 1, 1])])
+def test_step_is_traced_for_the_first_task_and_once_for_all_that_replay(mnist_5k, tmp_path, mode, traces):
+    trainer = make_trainer(mnist_5k, mode, tmp_path)
+    counts = []
     for task in tasks_for(mnist_5k, 3):
         trainer.begin_task()
-        trainer.train_step(spec_tensors(task))
-    assert trainer.train_step.experimental_get_tracing_count() == 1
+        metrics = trainer.train_step(spec_tensors(task))
+        counts.append(trainer.compiled_step.experimental_get_tracing_count())
+        if mode == 'jtr':
+            assert (float(metrics['critic/jtr_critic']) == 0.0) == (task.number == 1)
+    assert counts == traces
 
 
 class LabelEchoGenerator:
@@ -241,11 +156,11 @@ def test_mixed_batch_sampler_makes_balanced_mixed_batches_and_hands_out_by_class
 
 def test_sequential_sampling_uses_single_class_batches(mnist_5k, tmp_path):
     trainer = make_trainer(mnist_5k, 'sft', tmp_path)
-    trainer.generate = LabelEchoGenerator()
+    trainer.run_generator.generate = echo = LabelEchoGenerator()
     task = tasks_for(mnist_5k, 3)[2]
-    images = trainer.strategy.sampler(trainer, task)(2, 70)
+    images = trainer.run_generator.sampler(task)(2, 70)
     assert images.shape == (70, 2, 2, 1)
-    assert [batch.tolist() for batch in trainer.generate.batches] == [[2] * 64, [2] * 64]
+    assert [batch.tolist() for batch in echo.batches] == [[2] * 64, [2] * 64]
 
 
 @pytest.mark.parametrize('mode', ['ra', 'dgr'])
@@ -254,7 +169,7 @@ def test_a_checkpoint_brings_back_every_weight_of_every_network(mnist_5k, tmp_pa
     save their weights for them."""
     trainer = make_trainer(mnist_5k, mode, tmp_path / 'a')
     networks = lambda t: [t.models.generator, t.models.critic, t.models.old_generator] + (
-        [t.strategy.solver, t.strategy.old_solver] if mode == 'dgr' else [])
+        [t.method.solver, t.method.old_solver] if mode == 'dgr' else [])
     for network in networks(trainer):  # values no fresh trainer would have
         for weight in network.weights:
             weight.assign(tf.random.stateless_normal(weight.shape, seed=[len(weight.path), 1]) + 3.0)
