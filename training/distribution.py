@@ -97,7 +97,8 @@ class Replicated(SingleDevice):
         return tf.function(replicated, autograph=False)
 
     def repeat(self, count, update):
-        """Written out: the strategy cannot merge all-reduces inside a graph loop either."""
+        """Written out, the form the tf.distribute comparison checks: the strategy cannot merge
+        all-reduces inside a graph loop, and calls of a traced function are not tried here."""
         return written_out(count, update)
 
 
