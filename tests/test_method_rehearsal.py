@@ -78,8 +78,8 @@ def test_impossible_rehearsal_flags_exit_2_and_write_nothing(tmp_path, capsys, a
 @pytest.mark.slow
 def test_the_buffer_survives_a_kill_and_resume(tmp_path):
     """Killed once task 1 ended and class 0 was stored (ckpt-3): task 2 needs the buffer,
-    and only the checkpoint has it. (Killed inside task 2, rehearsal and JTR resume equal
-    only to float precision, which Adam's sign-like first steps on the biases before batch
-    norm then widen past the tolerance; see the README's notes on determinism.)"""
+    and only the checkpoint has it. (Killed inside task 2, rehearsal and JTR resumed equal
+    only to float precision while the critic's updates were written out in the graph; as
+    calls of one traced function, one try of each passed. See the README's Reliability.)"""
     saved = kill_resume_and_compare(tmp_path, '--rehearsal', ['--rehearsal_per_class', '10'], 'ckpt-3')
     assert any(name.startswith('strategy_buffer') for name in saved)
