@@ -19,6 +19,7 @@ import quiet
 import report
 import reproduce
 import runs
+from files import write_files
 from helpers import ROOT, TINY, run_cli
 from training import distribution
 
@@ -300,10 +301,7 @@ def make_tested_run(folder, grids=True):
                                          'tasks': records}),
              'results.csv': 'task,class,accuracy\n1,0,0.900000\n', 'fixed_noise.npy': 'noise',
              'checkpoints/tasks/task_2.index': 'checkpoint', 'test/samples_task_2.npz': 'npz'}
-    for name, content in files.items():
-        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-        with open(os.path.join(folder, name), 'w') as f:
-            f.write(content)
+    write_files(folder, files)
     if grids:
         Image.fromarray(np.full((320, 320), 7, np.uint8)).save(os.path.join(folder, 'test', 'task_2_class_1.png'))
     return str(folder)

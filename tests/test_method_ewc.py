@@ -51,25 +51,23 @@ class TinyTrainer:
         return tf.function(step)
 
 
-def numpy_squared_gradient(kernel, a, b, z, label):
-    """d/dW of -mean(x a) + mean cross-entropy(x B, label), x = z W, squared."""
-    x = z @ kernel
-    logits = x @ b
+def numpy_sample_loss_gradients(kernel, a, b, z, label):
+    """Row i: d/dx_i of -x_i a + cross-entropy(x_i B, label), x_i = z_i W."""
+    logits = z @ kernel @ b
     softmax = np.exp(logits - logits.max(1, keepdims=True))
     softmax /= softmax.sum(1, keepdims=True)
     onehot = np.eye(b.shape[1])[np.full(len(z), label)]
-    d_x = (-a[None, :] + (softmax - onehot) @ b.T) / len(z)
-    return (z.T @ d_x) ** 2
+    return -a[None, :] + (softmax - onehot) @ b.T
+
+
+def numpy_squared_gradient(kernel, a, b, z, label):
+    """d/dW of -mean(x a) + mean cross-entropy(x B, label), x = z W, squared."""
+    return (z.T @ numpy_sample_loss_gradients(kernel, a, b, z, label) / len(z)) ** 2
 
 
 def numpy_per_sample_squared_gradient(kernel, a, b, z, label):
     """Mean over samples of (d/dW of -x_i a + cross-entropy(x_i B, label))^2, x_i = z_i W."""
-    x = z @ kernel
-    logits = x @ b
-    softmax = np.exp(logits - logits.max(1, keepdims=True))
-    softmax /= softmax.sum(1, keepdims=True)
-    onehot = np.eye(b.shape[1])[np.full(len(z), label)]
-    d_x = -a[None, :] + (softmax - onehot) @ b.T
+    d_x = numpy_sample_loss_gradients(kernel, a, b, z, label)
     return np.mean([np.outer(z_i, d_i) ** 2 for z_i, d_i in zip(z, d_x)], axis=0)
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 import report
 import reproduce
+from files import write_files
 from reporting import figures, tables
 from reporting import reproduction as readme_tables
 
@@ -48,10 +49,7 @@ def fake_run(folder, mode='ra', tasks=3, grids=(0, 2), rgb=False, dataset='mnist
              'fixed_noise.npy': 'noise', 'test/samples_task_3.npz': 'npz', 'logs/events.out': 'tb',
              'checkpoints/tasks/task_3/ckpt-1.index': 'ckpt', 'checkpoints/latest/ckpt-9.index': 'ckpt',
              'accuracy_matrix.png': 'png', 'samples/task_3_iter_500_class_0.png': 'png'}
-    for name, content in files.items():
-        os.makedirs(os.path.dirname(os.path.join(folder, name)), exist_ok=True)
-        with open(os.path.join(folder, name), 'w') as f:
-            f.write(content)
+    write_files(folder, files)
     for class_id in grids:
         Image.fromarray(grid(class_id, rgb)).save(os.path.join(folder, 'test', f'task_{tasks}_class_{class_id}.png'))
     Image.fromarray(np.full((10 * TILE, 10 * TILE), 222, np.uint8)).save(
