@@ -75,9 +75,14 @@ def run_cli(entry, argv, capsys=None):
     return code, capsys.readouterr().err if capsys else ''
 
 
+# main.py with a batch of 16, for child processes that check what does not depend on the batch.
+SMALL_BATCH_MAIN = os.path.join(ROOT, 'tests', 'main_small_batch.py')
+
+
 def start_training(result, method, extra=()):
-    """main.py in a child process: two tasks of 8 iterations, a checkpoint every 3, deterministic."""
-    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', method, '--num_tasks', '2',
+    """main.py (batch 16) in a child process: two tasks of 8 iterations, a checkpoint every 3,
+    deterministic."""
+    argv = [sys.executable, SMALL_BATCH_MAIN, '--dataset', 'mnist_5k', method, '--num_tasks', '2',
             '--iters', '8', '--ckpt_every', '3', '--sample_every', '100', '--deterministic',
             '--result_path', str(result), *extra]
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -70,8 +70,9 @@ def test_mirrored_step_on_two_devices_matches_one_device_in_every_method_and_cat
             failed[mode] = found[mode]
     assert not failed
     control = found[CONTROL]
-    # The mistake is ten times past the bound at the first step (measured 9e-4 against 1e-5).
-    assert control['first_metrics'] > 1e-4 and control['weights'] > 1e-6, control
+    # The mistake is far past the bound at the first step (measured 4e-3 against 1e-5), and
+    # moves the weights (2e-6 of what training changed, against 3e-9 for a right step).
+    assert control['first_metrics'] > 1e-4 and control['weights'] > 1e-7, control
     with pytest.raises(AssertionError):
         assert_same_training(control)
 
@@ -189,11 +190,11 @@ def test_distribution_is_not_part_of_the_run_identity(tmp_path):
 @pytest.mark.slow
 def test_a_run_started_on_one_device_resumes_mirrored_and_is_tested_on_one(tmp_path):
     """--resume may change the distribution: the weights are the same."""
+    from helpers import SMALL_BATCH_MAIN, wait_for_checkpoint  # here: this file also runs as a child script
     result = tmp_path / 'run'
-    argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
+    argv = [sys.executable, SMALL_BATCH_MAIN, '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
             '--iters', '4', '--ckpt_every', '2', '--sample_every', '100', '--result_path', str(result)]
     first = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    from helpers import wait_for_checkpoint  # here: this file also runs as a child script
     wait_for_checkpoint(first, result, 'ckpt-1', timeout=600)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
@@ -231,13 +232,14 @@ def free_ports(count):
 
 
 def start_job(result, extra=()):
-    """The chief (worker 0) and worker 1 of a two-process cluster on localhost."""
+    """The chief (worker 0) and worker 1 of a two-process cluster on localhost (batch 16)."""
+    from helpers import SMALL_BATCH_MAIN
     workers = [f'localhost:{port}' for port in free_ports(2)]
     processes = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({'cluster': {'worker': workers},
                                                      'task': {'type': 'worker', 'index': index}}))
-        argv = [sys.executable, os.path.join(ROOT, 'main.py'), '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
+        argv = [sys.executable, SMALL_BATCH_MAIN, '--dataset', 'mnist_5k', '--RA', '--num_tasks', '2',
                 '--iters', '6', '--ckpt_every', '3', '--sample_every', '100', '--distribute', 'multi_worker',
                 '--result_path', str(result), *extra]
         processes.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -260,19 +262,16 @@ def checkpoint_file_values(prefix):
 
 @pytest.mark.slow
 def test_multi_worker_run_killed_and_resumed_ends_like_an_uninterrupted_one(tmp_path):
-    """SIGKILL of the non-chief worker mid-task, the chief stopped too, the job started
+    """SIGKILL of the non-chief worker mid-task, then of the chief, the job started
     again with --resume: it ends with the uninterrupted job's weights, on both workers."""
     straight = finish(start_job(tmp_path / 'straight'))
     chief, worker = start_job(tmp_path / 'interrupted')
     from helpers import wait_for_checkpoint  # here: this file also runs as a child script
     wait_for_checkpoint(chief, tmp_path / 'interrupted', 'ckpt-1', timeout=600)
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait()
-    try:  # the chief stops on the lost peer, or waits for it: then it is stopped too
-        chief.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.kill(chief.pid, signal.SIGKILL)
-        chief.wait()
+    # The chief would wait for its lost peer until the collective times out: stop it too.
+    for process in (worker, chief):
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
     assert not (tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_1.index').exists()
     resumed = finish(start_job(tmp_path / 'interrupted', ['--resume']))
     fingerprints = [out.strip().splitlines()[-1].split('weights ')[-1].strip(')') for out in straight + resumed]
@@ -303,9 +302,9 @@ def child(modes, per_replica_statistics):
     # and weights differ only as much as the gradients do.
     training.make_adam = lambda: keras.optimizers.Adam(training.LEARNING_RATE, beta_1=training.ADAM_BETAS[0],
                                                        beta_2=training.ADAM_BETAS[1], epsilon=1.0)
-    # Two critic updates a step, not five: each replaying trainer traces and optimises a graph
+    # One critic update a step, not five: each replaying trainer traces and optimises a graph
     # with every update written out under tf.distribute, the most of this test's time.
-    training.CRITIC_STEPS = 2
+    training.CRITIC_STEPS = 1
     data, scratch = load_dataset('mnist_5k', None), tempfile.mkdtemp()
     found = {}
     for mode in modes:
