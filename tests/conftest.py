@@ -18,10 +18,10 @@ def classifier_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp('classifiers'))
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')
 def trained(tmp_path_factory):
-    """A finished run of TINY, trained once per test module; tests that change it change a
-    copy. (test_evaluate.py has a `trained` of its own.)"""
+    """A finished run of TINY, trained once per test process; tests that change it change a
+    copy (helpers.copy_of). (test_evaluate.py has a `trained` of its own.)"""
     result = tmp_path_factory.mktemp('trained') / 'R'
     code, _ = run_cli(main.main, TINY + ['--result_path', str(result)])
     assert code == 0

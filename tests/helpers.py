@@ -4,6 +4,7 @@ conftest.py."""
 import argparse
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +78,12 @@ def run_cli(entry, argv, capsys=None):
 
 # main.py with a batch of 16, for child processes that check what does not depend on the batch.
 SMALL_BATCH_MAIN = os.path.join(ROOT, 'tests', 'main_small_batch.py')
+
+
+def copy_of(run, tmp_path):
+    """A copy of a run folder, as tmp_path/R: tests that change a shared run change a copy."""
+    shutil.copytree(run, tmp_path / 'R', symlinks=True)
+    return tmp_path / 'R'
 
 
 def start_training(result, method, extra=()):

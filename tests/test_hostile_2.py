@@ -16,7 +16,7 @@ import joint
 import main
 import run_folder
 from evaluation import results
-from helpers import TINY, run_cli
+from helpers import TINY, copy_of, run_cli
 
 
 
@@ -24,11 +24,6 @@ def full_disk():
     return OSError(errno.ENOSPC, 'No space left on device')
 
 
-
-
-def copy_of(run, tmp_path):
-    shutil.copytree(run, tmp_path / 'R', symlinks=True)
-    return tmp_path / 'R'
 
 
 def snapshot(folder):

@@ -20,7 +20,7 @@ import report
 import reproduce
 import runs
 from files import write_files
-from helpers import ROOT, TINY, run_cli
+from helpers import ROOT, TINY, copy_of, run_cli
 from training import distribution
 
 
@@ -143,8 +143,9 @@ def test_sigterm_during_training_is_like_ctrl_c(tmp_path):
 
 @pytest.mark.parametrize('signal_name, code, word', [('SIGINT', 130, 'interrupted'),
                                                       ('SIGTERM', 143, 'stopped by SIGTERM')])
-def test_a_signal_during_test_is_one_line(trained, quick_test, signal_name, code, word):
-    done = signalled(['--dataset', 'mnist_5k', '--test', '--result_path', str(trained), *quick_test], signal_name,
+def test_a_signal_during_test_is_one_line(trained, tmp_path, quick_test, signal_name, code, word):
+    result = copy_of(trained, tmp_path)
+    done = signalled(['--dataset', 'mnist_5k', '--test', '--result_path', str(result), *quick_test], signal_name,
                      'evaluation.metrics.generated_accuracy_and_counts')
     assert done.returncode == code and 'Traceback' not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith(f'{word} during --test')
@@ -168,8 +169,7 @@ def with_stdout_closed(argv, unbuffered=False):
 
 @pytest.mark.parametrize('unbuffered', [False, True], ids=['buffered', 'unbuffered'])
 def test_test_into_a_closed_pipe_keeps_its_results_and_ends_quietly(trained, tmp_path, quick_test, unbuffered):
-    result = tmp_path / 'R'
-    subprocess.run(['cp', '-r', str(trained), str(result)], check=True)
+    result = copy_of(trained, tmp_path)
     done = with_stdout_closed(['main.py', '--dataset', 'mnist_5k', '--test', '--result_path', str(result),
                                *quick_test], unbuffered)
     for word in ('Traceback', 'BrokenPipe', 'Exception ignored'):
