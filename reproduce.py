@@ -281,6 +281,10 @@ def write_group_figures(group_dir, run_dirs, runs, paper):
     figures.write_figure3(run_dirs, runs, os.path.join(group_dir, 'figure3.png'))
 
 
+def budget_plot_name(dataset):
+    return f'budgets_{dataset}.png'
+
+
 def report_markdown(reproduction_dir, paper=None):
     """reproduction/report.md's text from the summaries and figures there; stable byte for byte."""
     paper = paper or tables.load_paper()
@@ -304,6 +308,12 @@ def report_markdown(reproduction_dir, paper=None):
             lines.append(f"| {name} | {len(results['tasks'])} | {wall_time} "
                          f"| [{group}/{name}/command.txt]({group}/{name}/command.txt) |")
         lines.append('')
+    for dataset, budgets in reproduction.budgets_by_dataset(groups).items():
+        plot = budget_plot_name(dataset)
+        if os.path.isfile(os.path.join(reproduction_dir, plot)):
+            shown = ' and '.join(f'{iters:,}' for iters, _ in budgets)
+            lines += [f'## {dataset} at {shown} iterations per task', '',
+                      f'![Mean accuracy after each task of each method at {shown} iterations per task]({plot})', '']
     return '\n'.join(lines)
 
 
@@ -312,9 +322,12 @@ def write_report(reproduction_dir=REPRODUCTION_DIR, readme_path=os.path.join(REP
     if os.path.lexists(reproduction_dir) and not os.path.isdir(reproduction_dir):
         raise ReproduceError(f'--reproduction_dir {reproduction_dir} is not a folder')
     paper = tables.load_paper()
-    for group, group_runs in reproduction.reproduction_groups(reproduction_dir):
+    groups = reproduction.reproduction_groups(reproduction_dir)
+    for group, group_runs in groups:
         _, run_dirs, runs = zip(*group_runs)
         write_group_figures(os.path.join(reproduction_dir, group), list(run_dirs), list(runs), paper)
+    for dataset, budgets in reproduction.budgets_by_dataset(groups).items():
+        figures.write_budget_plot(budgets, os.path.join(reproduction_dir, budget_plot_name(dataset)), paper)
     utils.make_folder(reproduction_dir)
     text = report_markdown(reproduction_dir, paper)
     utils.write_atomically(os.path.join(reproduction_dir, 'report.md'), lambda f: f.write(text))

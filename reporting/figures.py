@@ -136,6 +136,54 @@ def write_accuracy_plot(runs, path, paper=None):
     plt.close(fig)
 
 
+def budget_series(budgets, paper=None):
+    """{(column, iterations per task): [(after tasks, mean %)]} for the runs of one dataset at
+    several budgets, given as [(iterations, runs)]. Columns are taken over the runs of every
+    budget, so that a method whose options differ somewhere is told apart the same way at
+    each budget; seeds of one cell are averaged."""
+    every = [results for _, runs in budgets for results in runs]
+    columns = tables.table1_columns(every, paper or tables.load_paper())
+    series = {}
+    for iters, runs in budgets:
+        for column in columns:
+            cell = [results for results in runs if tables.column_of(results, every) == column]
+            points = []
+            for t in range(1, tables.horizon(runs) + 1):
+                records = [tables.record_after(results, t) for results in cell]
+                values = [record['mean_accuracy'] for record in records
+                          if record is not None and record.get('mean_accuracy') is not None]
+                if values:
+                    points.append((t, 100 * tables.cell_statistics(values)[0]))
+            if points:
+                series[column, iters] = points
+    return series
+
+
+def write_budget_plot(budgets, path, paper=None):
+    """Each method's mean accuracy after each task at every budget of one dataset: a colour per
+    method, solid for the largest budget and dashed for the others (the dose-response)."""
+    plt = _pyplot()
+    series = budget_series(budgets, paper)
+    colors = column_colors(list(dict.fromkeys(column for column, _ in series)))
+    largest = max(iters for iters, _ in budgets)
+    fig, ax = plt.subplots(figsize=ACCURACY_PLOT_INCHES)
+    for (column, iters), points in sorted(series.items(), key=lambda item: -item[0][1]):
+        tasks, values = zip(*points)
+        ax.plot(tasks, values, marker='o' if iters == largest else 's', markersize=4, color=colors[column],
+                linestyle='-' if iters == largest else '--', label=f'{column}, {iters:,} it.')
+    ax.set_xticks(range(1, max((t for points in series.values() for t, _ in points), default=1) + 1))
+    ax.set_ylim(0, 102)
+    ax.set_xlabel('after task')
+    ax.set_ylabel('mean accuracy over seen classes (%)')
+    ax.set_title('iterations per task: solid the largest budget, dashed the others', fontsize=9)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=7, loc='lower left', ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 # --- Figure 3: the first fixed-noise samples of every seen class after the last task ---------
 # --test tiles each class's 100 fixed-noise samples into a 10x10 grid, row-major, so its first
 # row holds samples 0..9, the same noise for every class and every run.

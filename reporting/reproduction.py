@@ -18,13 +18,33 @@ def natural_key(name):
     return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
 
 
+def protocol_group(group):
+    """(dataset, iterations per task) of a protocol group's name (<dataset>_<iters>); None
+    for any other group (a sweep)."""
+    dataset, _, iters = group.rpartition('_')
+    return (dataset, int(iters)) if dataset in data.DATASET_NAMES and iters.isdigit() else None
+
+
 def group_order(group):
     """Protocol groups (<dataset>_<iters>) first: the paper's datasets first, the larger budget
     first within a dataset; then any other group (a sweep) in natural order."""
-    dataset, _, iters = group.rpartition('_')
-    if dataset in data.DATASET_NAMES and iters.isdigit():
-        return 0, tables.paper_dataset(dataset) is None, dataset, -int(iters)
+    protocol = protocol_group(group)
+    if protocol:
+        dataset, iters = protocol
+        return 0, tables.paper_dataset(dataset) is None, dataset, -iters
     return 1, natural_key(group)
+
+
+def budgets_by_dataset(groups):
+    """{dataset: [(iterations per task, runs' results)]}, largest budget first, for each
+    dataset with protocol groups at two budgets or more (reproduction_groups' groups)."""
+    budgets = {}
+    for group, runs in groups:
+        protocol = protocol_group(group)
+        if protocol:
+            budgets.setdefault(protocol[0], []).append((protocol[1], [results for _, _, results in runs]))
+    return {dataset: sorted(found, key=lambda budget: -budget[0])
+            for dataset, found in budgets.items() if len(found) > 1}
 
 
 def reproduction_groups(reproduction_dir):

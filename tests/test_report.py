@@ -268,6 +268,28 @@ def test_accuracy_after_each_task_series_and_plot(runs, tmp_path):
         assert image.size == (700, 450)  # 7 x 4.5 inches at 100 dpi
 
 
+def test_budget_series_matches_a_method_across_budgets_by_the_options_that_differ_anywhere(tmp_path):
+    """DGR's replay share differs only at the smaller budget: the larger budget's DGR still
+    gets the share in its column name, so that both budgets' balanced runs share a colour."""
+    small = [sequential('mnist_5k', 'ra', [1.0, 0.9, 0.8]),
+             sequential('mnist_5k', 'dgr', [1.0, 0.7, 0.6], DGR_replay_share='half'),
+             sequential('mnist_5k', 'dgr', [1.0, 0.8, 0.7], DGR_replay_share='balanced'),
+             sequential('mnist_5k', 'ra', [1.0, 0.8, 0.6], seed=1)]
+    large = [sequential('mnist_5k', 'ra', [1.0, 0.99]), sequential('mnist_5k', 'dgr', [1.0, 0.95],
+                                                                   DGR_replay_share='balanced')]
+    series = {(str(column), iters): points
+              for (column, iters), points in figures.budget_series([(4001, large), (1000, small)]).items()}
+    assert sorted(series) == [('DGR (DGR_replay_share balanced)', 1000), ('DGR (DGR_replay_share balanced)', 4001),
+                              ('DGR (DGR_replay_share half)', 1000), ('MeRGAN-RA', 1000), ('MeRGAN-RA', 4001)]
+    assert series['MeRGAN-RA', 1000] == [(1, 100.0), (2, pytest.approx(85.0)), (3, pytest.approx(70.0))]  # 2 seeds
+    assert series['DGR (DGR_replay_share balanced)', 4001] == [(1, 100.0), (2, pytest.approx(95.0))]
+    assert series['DGR (DGR_replay_share half)', 1000][-1] == (3, pytest.approx(60.0))
+    plot = tmp_path / 'budgets.png'
+    figures.write_budget_plot([(4001, large), (1000, small)], plot)
+    with Image.open(plot) as image:
+        assert image.size == (700, 450)
+
+
 def test_run_labels_name_joint_classes_and_what_tells_a_sweep_apart():
     assert tables.run_label(joint('mnist_5k', 5, 0.9)) == 'Joint (5 classes)'
     sweep = [sequential('mnist_5k', 'ewc', [0.5], EWC_lambda=strength, EWC_fisher_batches=50) for strength in (1e5, 1e7)]

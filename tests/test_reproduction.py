@@ -276,6 +276,21 @@ def test_groups_run_the_paper_budget_first_then_other_datasets_then_sweeps():
                                                               'fashion_mnist_1000', 'ewc_sweep_mnist_5k_1000']
 
 
+def test_a_dataset_at_two_budgets_gets_a_plot_of_both_in_the_report(tmp_path):
+    reproduction = tmp_path / 'reproduction'
+    for group in ('mnist_5k_4001', 'mnist_5k_1000', 'fashion_mnist_1000', 'ewc_sweep_mnist_5k_1000'):
+        fake_run(reproduction / group / 'ra', dataset='fashion_mnist' if group.startswith('fashion') else 'mnist_5k')
+    groups = readme_tables.reproduction_groups(str(reproduction))
+    budgets = readme_tables.budgets_by_dataset(groups)
+    assert {dataset: [iters for iters, _ in found] for dataset, found in budgets.items()} == {'mnist_5k': [4001, 1000]}
+    reproduce.write_report(str(reproduction), readme_path=str(tmp_path / 'no_readme.md'))
+    assert (reproduction / 'budgets_mnist_5k.png').read_bytes().startswith(b'\x89PNG')
+    assert not (reproduction / 'budgets_fashion_mnist.png').exists()
+    text = (reproduction / 'report.md').read_text()
+    assert text.endswith('## mnist_5k at 4,001 and 1,000 iterations per task\n\n![Mean accuracy after each task '
+                         'of each method at 4,001 and 1,000 iterations per task](budgets_mnist_5k.png)\n')
+
+
 def test_readme_block_goes_between_the_marker_lines(tmp_path):
     readme = tmp_path / 'README.md'
     begin, end = readme_tables.README_BEGIN, readme_tables.README_END
