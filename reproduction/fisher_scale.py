@@ -30,33 +30,39 @@ def flat(arrays):
     return np.concatenate([np.ravel(a) for a in arrays])
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], allow_abbrev=False)
-    parser.add_argument('run_dir')
-    parser.add_argument('--batches', type=int, default=10)
-    args = parser.parse_args()
-    saved = run_folder.read_config(args.run_dir)['args']
-    flags = ['--iters', str(saved['iters']), '--num_tasks', str(saved['num_tasks'] or 10)]
-    method = methods.METHODS[saved['method']]
-    config = runs.default_config(saved['dataset'], args.run_dir, flags=[*flags, *([method.flag] if method.flag else [])])
+def measure(run_dir, batches):
+    """(F, d, the half sum of F d^2) of run_dir, as flat float64 arrays over the generator's weights."""
+    saved = run_folder.read_config(run_dir)['args']
+    flag = methods.METHODS[saved['method']].flag
+    flags = ['--iters', str(saved['iters']), '--num_tasks', str(saved['num_tasks'] or 10), *([flag] if flag else [])]
+    config = runs.default_config(saved['dataset'], run_dir, flags=flags)
     data = load_dataset(config.dataset, config.data_dir)
     trainer = runs.make_trainer(config, data)
     generator = trainer.models.generator
-    assert trainer.checkpoints.restore_task_end(2), 'no checkpoint of task 2'
-    after_task_2 = [w.numpy() for w in generator.weights]
-    assert trainer.checkpoints.restore_task_end(1), 'no checkpoint of task 1'
+    if not trainer.checkpoints.restore_task_end(2):
+        raise SystemExit(f'{run_dir} has no checkpoint of the end of task 2')
+    after_task_2 = flat([w.numpy() for w in generator.weights])
+    if not trainer.checkpoints.restore_task_end(1):
+        raise SystemExit(f'{run_dir} has no checkpoint of the end of task 1')
     squared = tf.function(lambda spec: methods.fisher_squared_gradients(trainer, spec, per_sample=False))
     spec = trainer.spec_tensors(runs.tasks_of(config, data)[0])
-    fisher = flat([sum(g.numpy() for g in batch) for batch in zip(*[squared(spec) for _ in range(args.batches)])])
-    fisher /= args.batches
-    drift = flat(after_task_2) - flat([w.numpy() for w in generator.weights])
+    fisher = sum(flat([g.numpy() for g in squared(spec)]).astype(np.float64) for _ in range(batches)) / batches
+    drift = after_task_2.astype(np.float64) - flat([w.numpy() for w in generator.weights])
+    return fisher, drift, 0.5 * float(np.sum(fisher * drift ** 2))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], allow_abbrev=False)
+    parser.add_argument('run_dir')
+    parser.add_argument('--batches', type=int, default=10)
+    args = parser.parse_args(argv)
+    fisher, drift, half_sum = measure(args.run_dir, args.batches)
     moved = drift != 0
     print(f'{fisher.size} generator weights, {int(moved.sum())} moved from the end of task 1 to the end of task 2')
     print(f'F: sum {fisher.sum():.3g}, mean {fisher.mean():.3g}, median {np.median(fisher):.3g}, '
           f'max {fisher.max():.3g}; sqrt(F) median {np.median(np.sqrt(fisher)):.3g}')
     print(f'|d|: rms {np.sqrt(np.mean(drift ** 2)):.3g}, median {np.median(np.abs(drift)):.3g}, '
           f'max {np.abs(drift).max():.3g}')
-    half_sum = 0.5 * float(np.sum(fisher * drift ** 2))
     print(f'sum F d^2 / 2 = {half_sum:.3g}')
     dominated = (np.sqrt(fisher) * np.abs(drift))[moved]
     for strength in LAMBDAS:

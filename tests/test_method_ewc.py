@@ -1,10 +1,13 @@
 """EWC on the generator: its Fisher variants against numpy on a tiny generator, and its penalty."""
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras
-from helpers import make_trainer, spec_tensors, tasks_for, weights_of
+from helpers import ROOT, make_trainer, spec_tensors, tasks_for, weights_of
 from training import methods, objective
 from training.trainer import Models, Task, TaskSpec, Trainer
 
@@ -152,3 +155,21 @@ def test_ewc_penalty_is_zero_in_task_1_and_at_the_anchor_and_its_formula_after(m
     penalty.fisher = trainer.method.fisher
     value = penalty.generator_terms(trainer.models, None, None)['ewc_penalty']
     np.testing.assert_allclose(float(value), expected, rtol=1e-4)
+
+
+def test_fisher_scale_measures_the_move_between_the_task_checkpoints_and_a_fisher_of_them(trained):
+    """reproduction/fisher_scale.py (findings.md's scale of lambda): d is the generator's move
+    from the end of task 1 to the end of task 2 as the checkpoint files hold it, and F is
+    a mean of squares with the penalty 0.5 sum F d^2 it reports."""
+    spec = importlib.util.spec_from_file_location('fisher_scale', os.path.join(ROOT, 'reproduction', 'fisher_scale.py'))
+    fisher_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fisher_scale)
+    fisher, drift, half_sum = fisher_scale.measure(str(trained), batches=2)
+    readers = [tf.train.load_checkpoint(str(trained / 'checkpoints' / 'tasks' / f'task_{t}')) for t in (1, 2)]
+    count = len([k for k in readers[0].get_variable_to_shape_map() if k.startswith('generator_weights/')])
+    weights = [[reader.get_tensor(f'generator_weights/{i}/.ATTRIBUTES/VARIABLE_VALUE').astype(np.float64)
+                for i in range(count)] for reader in readers]
+    moved = [after - before for before, after in zip(*weights)]
+    np.testing.assert_array_equal(drift, np.concatenate([m.ravel() for m in moved]))
+    assert fisher.shape == drift.shape and np.all(fisher >= 0) and fisher.sum() > 0 and np.any(drift)
+    assert half_sum == pytest.approx(0.5 * np.sum(fisher * drift ** 2))
