@@ -86,10 +86,11 @@ def copy_of(run, tmp_path):
     return tmp_path / 'R'
 
 
-def start_training(result, method, extra=()):
-    """main.py (batch 16) in a child process: two tasks of 8 iterations, a checkpoint every 3,
-    deterministic."""
-    argv = [sys.executable, SMALL_BATCH_MAIN, '--dataset', 'mnist_5k', method, '--num_tasks', '2',
+def start_training(result, method, extra=(), small_batch=True):
+    """main.py (batch 16, or the paper's 64) in a child process: two tasks of 8 iterations, a
+    checkpoint every 3, deterministic."""
+    script = SMALL_BATCH_MAIN if small_batch else os.path.join(ROOT, 'main.py')
+    argv = [sys.executable, script, '--dataset', 'mnist_5k', method, '--num_tasks', '2',
             '--iters', '8', '--ckpt_every', '3', '--sample_every', '100', '--deterministic',
             '--result_path', str(result), *extra]
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -106,16 +107,16 @@ def wait_for_checkpoint(process, result, name, timeout=300):
     raise AssertionError(f'no {name} while running: {process.stderr.read()[-3000:]}')
 
 
-def kill_resume_and_compare(tmp_path, method, extra, kill_at):
+def kill_resume_and_compare(tmp_path, method, extra, kill_at, small_batch=True):
     """Two tasks of `method` trained straight and, beside it, killed (SIGKILL) once `kill_at`
     is written and resumed: the task 2 checkpoints must match. Returns the saved names."""
-    straight = start_training(tmp_path / 'straight', method, extra)
-    interrupted = start_training(tmp_path / 'interrupted', method, extra)
+    straight = start_training(tmp_path / 'straight', method, extra, small_batch)
+    interrupted = start_training(tmp_path / 'interrupted', method, extra, small_batch)
     wait_for_checkpoint(interrupted, tmp_path / 'interrupted', kill_at, timeout=900)  # a busy machine is slow
     os.kill(interrupted.pid, signal.SIGKILL)
     interrupted.wait()
     assert not (tmp_path / 'interrupted' / 'checkpoints' / 'tasks' / 'task_2.index').exists()
-    resumed = start_training(tmp_path / 'interrupted', method, [*extra, '--resume'])
+    resumed = start_training(tmp_path / 'interrupted', method, [*extra, '--resume'], small_batch)
     _, resumed_err = resumed.communicate(timeout=600)
     _, straight_err = straight.communicate(timeout=600)
     assert resumed.returncode == 0, resumed_err
