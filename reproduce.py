@@ -2,7 +2,7 @@
 and make the report and the README's block from those summaries.
 
     python reproduce.py protocol --dataset mnist_5k --iters 1000 --tasks 10 [--runs sft ra] [--seeds 0 1 2]
-                                 [--dry_run]
+                                 [--precision mixed_bfloat16] [--dry_run]
     python reproduce.py summarise RUN_DIR DEST_DIR --command "python main.py ..." [--command ...]
                                   [--wall_time SECONDS]
     python reproduce.py report                       # reproduction/report.md and its figures
@@ -12,7 +12,8 @@ and make the report and the README's block from those summaries.
 reproduction/<dataset>_<iters>/<run>/results.json yet is trained (--resume) into
 results/reproduce_<dataset>_<iters>/<run>, tested, summarised; then the report is made again.
 With --seeds, each run once per seed: seed 0 in <run>, seed k in <run>_seed<k>; the report
-pools the seeds of a run into one cell. No TensorFlow in this process: training and --test
+pools the seeds of a run into one cell. Runs in another precision than float32 form a group of
+their own, <dataset>_<iters>_<precision>. No TensorFlow in this process: training and --test
 run as main.py and joint.py commands.
 """
 import argparse
@@ -46,6 +47,7 @@ ProtocolRun = collections.namedtuple('ProtocolRun', 'script flags joint_classes'
 # EWC runs at the best lambda of our sweep (reproduction/ewc_sweep_mnist_5k_1000): the paper's
 # 1e9 freezes the generator with our Fisher estimate.
 EWC_LAMBDA = '1e5'
+DEFAULT_PRECISION = tables.PRECISIONS[0]
 PROTOCOL = {
     'joint_5': ProtocolRun('joint.py', ('--classes', '5'), 5),
     'joint_10': ProtocolRun('joint.py', ('--classes', '10'), 10),
@@ -173,12 +175,13 @@ def run_folder_name(run, seed):
     return run if seed == 0 else f'{run}_seed{seed}'
 
 
-def run_commands(run, dataset, iters, tasks, run_dir, test_flags=(), seed=0):
+def run_commands(run, dataset, iters, tasks, run_dir, test_flags=(), seed=0, precision=DEFAULT_PRECISION):
     """(training argv, test argv) of one protocol run, without the interpreter."""
     script, flags, classes = PROTOCOL[run]
     budget = ['--iters', str(iters * classes)] if classes else ['--iters', str(iters), '--num_tasks', str(tasks)]
     seeded = ['--seed', str(seed)] if seed else []
-    train = [script, '--dataset', dataset, *flags, *budget, *seeded, '--result_path', run_dir, '--resume']
+    precise = ['--precision', precision] if precision != DEFAULT_PRECISION else []
+    train = [script, '--dataset', dataset, *flags, *budget, *seeded, *precise, '--result_path', run_dir, '--resume']
     test = [script, '--dataset', dataset, '--test', '--result_path', run_dir, *test_flags]
     return train, test
 
@@ -229,10 +232,10 @@ def execute(argv, results_root, run, step):
 
 
 def run_protocol(dataset, iters, tasks, runs, reproduction_dir=REPRODUCTION_DIR, results_dir='results',
-                 test_flags=(), dry_run=False, execute=execute, seeds=(0,)):
+                 test_flags=(), dry_run=False, execute=execute, seeds=(0,), precision=DEFAULT_PRECISION):
     """Train, test and summarise every run (once per seed) not summarised yet, then make the
     report again. results_dir is relative to the repository root, where the commands run."""
-    group = f'{dataset}_{iters}'
+    group = reproduction.group_name(dataset, iters, precision)
     results_root = os.path.join(results_dir, f'reproduce_{group}')
     log_dir = os.path.join(REPO, results_root)
     for run in runs:
@@ -246,7 +249,7 @@ def run_protocol(dataset, iters, tasks, runs, reproduction_dir=REPRODUCTION_DIR,
                 print(f'{group}/{name}: summarised already, skipped')
                 continue
             run_dir = os.path.join(results_root, name)
-            train, test = run_commands(run, dataset, iters, tasks, run_dir, test_flags, seed)
+            train, test = run_commands(run, dataset, iters, tasks, run_dir, test_flags, seed, precision)
             print(f'{group}/{name}:\n  {shown(train)}\n  {shown(test)}', flush=True)
             if dry_run:
                 continue
@@ -365,6 +368,8 @@ def parser():
     protocol.add_argument('--runs', nargs='+', choices=list(PROTOCOL), default=list(PROTOCOL))
     protocol.add_argument('--seeds', nargs='+', type=int, default=[0], metavar='SEED',
                           help='train each run once per seed (default: 0 only)')
+    protocol.add_argument('--precision', choices=tables.PRECISIONS, default=DEFAULT_PRECISION,
+                          help='compute precision of the training runs; not float32: a group of its own')
     protocol.add_argument('--test_flags', default='', help='extra --test flags, e.g. "--eval_samples 640"')
     protocol.add_argument('--results_dir', default='results', help='relative to the repository root')
     protocol.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
@@ -392,7 +397,8 @@ def main(argv=None):
             raise ReproduceError(f'--reproduction_dir {folder} is not a folder')
         if args.step == 'protocol':
             run_protocol(args.dataset, args.iters, args.tasks, args.runs, args.reproduction_dir,
-                         args.results_dir, shlex.split(args.test_flags), args.dry_run, seeds=args.seeds)
+                         args.results_dir, shlex.split(args.test_flags), args.dry_run, seeds=args.seeds,
+                         precision=args.precision)
         elif args.step == 'summarise':
             for name in summarise(args.run_dir, args.dest_dir, args.command, args.wall_time, args.note):
                 print(os.path.join(args.dest_dir, name))

@@ -220,7 +220,7 @@ def run_info(run_generator):
     config = run_generator.config
     return {'dataset': config.dataset, 'method': config.method, 'label': run_generator.method.label,
             'iters': config.iters, 'seed': config.seed, 'num_tasks': config.num_tasks,
-            'classes': config.classes, **config.method_options}
+            'classes': config.classes, 'precision': config.precision, **config.method_options}
 
 
 def skipped_message(result_path, tasks, skipped, trained):

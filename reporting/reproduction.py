@@ -25,6 +25,12 @@ def protocol_group(group):
     return (dataset, int(iters)) if dataset in data.DATASET_NAMES and iters.isdigit() else None
 
 
+def group_name(dataset, iters, precision=tables.PRECISIONS[0]):
+    """'mnist_5k_1000'; runs in another precision than float32 get a group of their own, so
+    that no cell pools them with float32 runs: 'mnist_5k_1000_mixed_bfloat16'."""
+    return f'{dataset}_{iters}' if precision == tables.PRECISIONS[0] else f'{dataset}_{iters}_{precision}'
+
+
 def group_order(group):
     """Protocol groups (<dataset>_<iters>) first: the paper's datasets first, the larger budget
     first within a dataset; then any other group (a sweep) in natural order."""
@@ -63,7 +69,12 @@ def reproduction_groups(reproduction_dir):
 
 
 def group_title(group):
-    """'mnist_5k_1000' -> 'mnist_5k, 1000 iterations per task'; other names stay as they are."""
+    """'mnist_5k_1000' -> 'mnist_5k, 1000 iterations per task ...', and the same with the
+    precision for a group of another precision (mnist_5k_1000_mixed_bfloat16); other names
+    (sweeps) stay as they are."""
+    for precision in tables.PRECISIONS[1:]:
+        if group.endswith(f'_{precision}') and protocol_group(group[:-len(precision) - 1]):
+            return f'{group_title(group[:-len(precision) - 1])}, {precision}'
     dataset, _, iters = group.rpartition('_')
     if not dataset or not iters.isdigit():
         return group

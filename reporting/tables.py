@@ -30,6 +30,7 @@ LABELS_OF_UNLABELLED_RUNS = {'joint': 'Joint', 'sft': 'SFT', 'ewc': 'EWC', 'dgr'
                              'ra': 'MeRGAN-RA'}
 # run entries that are not a method's options
 RUN_KEYS = {'dataset', 'method', 'label', 'iters', 'seed', 'num_tasks', 'classes'}
+PRECISIONS = ('float32', 'mixed_bfloat16')  # model.PRECISIONS, without importing TensorFlow
 
 
 class ReportError(Exception):
@@ -159,7 +160,10 @@ class Column(NamedTuple):
 
 
 def method_options(results):
-    return {key: value for key, value in results['run'].items() if key not in RUN_KEYS}
+    """The run's options that may set its cell apart: the method's own, and its precision
+    (float32 where results.json predates recording it)."""
+    options = {key: value for key, value in results['run'].items() if key not in RUN_KEYS}
+    return {'precision': PRECISIONS[0], **options}
 
 
 def format_option(value):

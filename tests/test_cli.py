@@ -11,8 +11,10 @@ import pytest
 
 import joint
 import main
+import model
 import runs
 from keras.src.optimizers.base_optimizer import BaseOptimizer
+from reporting import tables
 from training.trainer import Trainer
 from helpers import ROOT, checkpoint_values, kill_resume_and_compare, run_cli
 
@@ -48,6 +50,8 @@ def test_sequential_run_writes_config_grids_checkpoints_and_test_results(tmp_pat
     assert grids == sorted(f'task_{t}_class_{c}.png' for t in (1, 2, 3) for c in range(t))
     results = json.loads((result / 'results.json').read_text())
     assert [r['seen_classes'] for r in results['tasks']] == [[0], [0, 1], [0, 1, 2]]
+    assert (results['run']['seed'], results['run']['precision']) == (0, 'float32')  # what a table cell pools by
+    assert tables.PRECISIONS == model.PRECISIONS  # the report's copy, kept free of TensorFlow
 
 
 @pytest.mark.slow

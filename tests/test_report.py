@@ -106,6 +106,17 @@ def test_runs_of_one_method_with_other_settings_are_columns_of_their_own():
     assert after5['DGR (DGR_replay_share balanced)'] == '82.0 ± 2.8 (n=2) (paper 90.39)'
 
 
+def test_runs_in_bfloat16_are_never_pooled_with_float32_runs():
+    older = sequential('mnist_5k', 'ra', [0.88] * 5)  # results.json from before the precision was recorded
+    float32 = sequential('mnist_5k', 'ra', [0.86] * 5, seed=1, precision='float32')
+    bfloat16 = [sequential('mnist_5k', 'ra', [v] * 5, seed=s, precision='mixed_bfloat16') for s, v in enumerate((0.8, 0.9))]
+    table = tables.build_table([older, float32, *bfloat16])
+    after5 = dict(zip(row(table, '| Dataset |'), row(table, '| MNIST (mnist_5k) | 5 tasks')))
+    assert after5['MeRGAN-RA (precision float32)'] == '87.0 ± 1.4 (n=2) (paper 98.19)'
+    assert after5['MeRGAN-RA (precision mixed_bfloat16)'] == '85.0 ± 7.1 (n=2) (paper 98.19)'
+    assert row(tables.build_table(bfloat16), '| Dataset |')[7] == 'MeRGAN-RA'  # alone: no detail
+
+
 def test_a_method_the_paper_does_not_have_gets_a_column_after_the_papers():
     buffers = [sequential('mnist_5k', 'rehearsal', [0.9] * 5, rehearsal_per_class=n) for n in (10, 50)]
     table = tables.build_table([sequential('mnist_5k', 'ra', [0.98] * 5), *buffers])

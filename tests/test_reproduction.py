@@ -164,6 +164,31 @@ def test_protocol_runs_each_seed_in_a_folder_of_its_own_and_pools_them_in_one_ce
     assert '| 50.0 ± 0.0 (n=3) (paper 97.93) |' in block  # three seeds, one cell
 
 
+def test_protocol_in_bfloat16_trains_a_group_of_its_own(tmp_path, capsys):
+    reproduction, results = tmp_path / 'reproduction', tmp_path / 'results'
+    fake_run(reproduction / 'mnist_5k_3' / 'ra', tasks=5)  # float32, summarised already
+    trained = []
+
+    def execute(argv, log_dir, run, step):
+        trained.append(argv) if step == 'train' else fake_run(argv[argv.index('--result_path') + 1], tasks=5)
+        reproduce.log_session(log_dir, run, step, 10.0)
+
+    reproduce.run_protocol('mnist_5k', 3, 5, ['ra'], str(reproduction), str(results), execute=execute,
+                           seeds=(0, 1), precision='mixed_bfloat16')
+    group = 'mnist_5k_3_mixed_bfloat16'
+    assert [argv[argv.index('--result_path') + 1] for argv in trained] == \
+        [str(results / f'reproduce_{group}' / name) for name in ('ra', 'ra_seed1')]
+    assert all(argv[argv.index('--precision') + 1] == 'mixed_bfloat16' for argv in trained)
+    assert sorted(os.listdir(reproduction / group)) == ['accuracy.png', 'figure3.png', 'ra', 'ra_seed1', 'table1.png']
+    block = readme_tables.readme_block(str(reproduction))
+    assert '**mnist_5k, 3 iterations per task (joint training: 3 per class), mixed_bfloat16** ' \
+           f'(`reproduction/{group}/`)' in block
+    # the float32 run's cell and the two bfloat16 seeds' cell, each in its own group's table
+    assert block.count('| 50.0 (paper 98.19) |') == 1 and block.count('| 50.0 ± 0.0 (n=2) (paper 98.19) |') == 1
+    float32_train, _ = reproduce.run_commands('ra', 'mnist_5k', 3, 5, 'out')
+    assert '--precision' not in float32_train  # the float32 runs' commands stay as committed
+
+
 def test_format_duration():
     assert [reproduce.format_duration(s) for s in (45, 200, 3720, 7199.6)] == \
         ['45 s', '3 min 20 s', '1 h 02 min', '2 h 00 min']
