@@ -22,7 +22,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n logical --maxprocesses 4 --dist worksteal --durations=40
 
-# make reproduce [DATASET=mnist_5k] [ITERS=1000] [TASKS=10] [RUNS="sft ra"] [SEEDS="0 1 2"] [TEST_FLAGS="..."]:
+# make reproduce [DATASET=mnist_5k] [ITERS=1000] [TASKS=10] [RUNS="sft ra"] [SEEDS="0 1 2"]
+#                [PRECISION=mixed_bfloat16] [TEST_FLAGS="..."]:
 # each run of the Table 1 protocol (joint_5, joint_10, sft, ewc, dgr, jtr, ra) that has no
 # reproduction/<DATASET>_<ITERS>/<run>/results.json yet is trained (--resume) into
 # results/reproduce_<DATASET>_<ITERS>/<run>, tested and summarised into reproduction/; then
@@ -32,7 +33,8 @@ reproduce: ITERS = 1000
 reproduce: TASKS ?= 10
 reproduce: $(STAMP)
 	$(BIN)/python reproduce.py protocol --dataset $(DATASET) --iters $(ITERS) --tasks $(TASKS) \
-		$(if $(RUNS),--runs $(RUNS)) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(TEST_FLAGS),--test_flags="$(TEST_FLAGS)")
+		$(if $(RUNS),--runs $(RUNS)) $(if $(SEEDS),--seeds $(SEEDS)) \
+		$(if $(PRECISION),--precision $(PRECISION)) $(if $(TEST_FLAGS),--test_flags="$(TEST_FLAGS)")
 
 # The former name of `make reproduce`.
 table1: reproduce
