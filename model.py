@@ -14,6 +14,30 @@ import ops
 
 Z_DIM = 128
 PRECISIONS = ('float32', 'mixed_bfloat16')  # Keras policies: compute dtype; weights stay float32
+AUTO_PRECISION = 'auto'  # a flag value, never a run's precision: resolved by auto_precision()
+CPU_BFLOAT16_FLAGS = {'avx512_bf16', 'amx_bf16'}
+GPU_BFLOAT16_CAPABILITY = (8, 0)  # Ampere
+
+
+def has_bfloat16_units(cpuinfo='/proc/cpuinfo'):
+    """Whether the device that trains has bfloat16 arithmetic: every GPU if there is one, else
+    the CPU's flags (Linux). Without such units mixed_bfloat16 is slower than float32."""
+    gpus = tf.config.list_physical_devices('GPU')
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(gpu).get('compute_capability') for gpu in gpus]
+        return all(capability and tuple(capability) >= GPU_BFLOAT16_CAPABILITY for capability in capabilities)
+    try:
+        with open(cpuinfo) as f:
+            flags = {word for line in f if line.startswith('flags') for word in line.split(':', 1)[-1].split()}
+    except OSError:
+        return False
+    return bool(flags & CPU_BFLOAT16_FLAGS)
+
+
+def auto_precision(cpuinfo='/proc/cpuinfo'):
+    """mixed_bfloat16 where the hardware has bfloat16 units, float32 elsewhere (README: which
+    runs were checked to learn the same in both)."""
+    return PRECISIONS[1] if has_bfloat16_units(cpuinfo) else PRECISIONS[0]
 
 
 @contextlib.contextmanager

@@ -127,8 +127,9 @@ def build_parser(description):
     parser.add_argument('--resume', action='store_true', help='continue the run in --result_path')
     parser.add_argument('--overwrite', action='store_true', help='replace the run in --result_path')
     parser.add_argument('--deterministic', action='store_true', help='enable TensorFlow op determinism')
-    parser.add_argument('--precision', choices=model.PRECISIONS, default='float32',
-                        help='compute precision; mixed_bfloat16 keeps float32 weights (see README)')
+    parser.add_argument('--precision', choices=(*model.PRECISIONS, model.AUTO_PRECISION), default='float32',
+                        help='compute precision; mixed_bfloat16 keeps float32 weights; auto: mixed_bfloat16 '
+                             'where the hardware has bfloat16 units, else float32 (see README)')
     parser.add_argument('--test', action='store_true', help='evaluate the checkpoint of every task')
     parser.add_argument('--distribute', choices=distribution.KINDS, default='none',
                         help='train on one device, on the GPUs of this machine (mirrored) or on the '
@@ -181,16 +182,28 @@ def parse_request(parser, argv, joint=False):
         result_path = os.path.join('results', f'{args.dataset}_{method}') if args.result_path is None else args.result_path
         if not result_path.strip():
             raise utils.UsageError('--result_path must not be empty')
+        precision = chosen_precision(args.precision, result_path, args.resume)
     except utils.UsageError as error:
         parser.error(str(error))
     config = TrainConfig(
         dataset=args.dataset, data_dir=args.data_dir if args.data_dir is not None else settings.data_dir,
         result_path=result_path, method=method, method_options=options, iters=args.iters or default_iters,
         seed=args.seed, sample_every=args.sample_every, ckpt_every=args.ckpt_every, log_every=args.log_every,
-        deterministic=args.deterministic, precision=args.precision,
+        deterministic=args.deterministic, precision=precision,
         num_tasks=args.num_tasks, classes=args.classes, distribute=args.distribute, devices=args.devices)
     return Request(config, evaluation_config(args, args.seed), args.test, args.resume, args.overwrite,
                    args.cluster_timeout or distribution.CLUSTER_TIMEOUT_SECONDS)
+
+
+def chosen_precision(flag, result_path, resume):
+    """--precision auto keeps, on --resume, the precision the run was started in (config.json
+    records it), so that a run continued on other hardware does not change precision."""
+    if flag != model.AUTO_PRECISION:
+        return flag
+    saved = run_folder.read_config(result_path) if resume and os.path.isdir(result_path) else None
+    identity = saved.get('run') if isinstance(saved, dict) else None
+    saved_precision = identity.get('precision') if isinstance(identity, dict) else None
+    return saved_precision if saved_precision in model.PRECISIONS else model.auto_precision()
 
 
 def evaluation_config(source, seed):

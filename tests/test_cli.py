@@ -1,4 +1,5 @@
 """main.py and joint.py end to end on mnist_5k, flags, result folders, kill and resume."""
+import argparse
 import dataclasses
 import json
 import os
@@ -79,6 +80,34 @@ def test_joint_default_iterations_are_ten_tasks_worth():
     assert config.iters == 40001 and config.result_path == os.path.join('results', 'mnist_joint')
     config = runs.parse_request(runs.sequential_parser(), ['--dataset', 'svhn', '--RA']).config
     assert (config.iters, config.method_options, config.data_dir) == (8001, {'RA_factor': 1e-2}, 'dataset/svhn')
+
+
+def test_precision_auto_chooses_by_the_hardware_and_a_resumed_run_keeps_its_precision(tmp_path, monkeypatch):
+    monkeypatch.setattr(model, 'auto_precision', lambda: 'mixed_bfloat16')  # as on a CPU with bfloat16 units
+    parser = runs.sequential_parser()
+
+    def precision(*flags):
+        config = runs.parse_request(parser, ['--dataset', 'mnist_5k', '--result_path', str(tmp_path / 'run'), *flags]).config
+        assert config.identity(argparse.Namespace(provenance={}))['precision'] == config.precision  # config.json's
+        return config.precision
+
+    assert precision('--precision', 'auto') == 'mixed_bfloat16'
+    assert precision('--precision', 'auto', '--resume') == 'mixed_bfloat16'  # nothing saved to keep
+    assert precision('--precision', 'float32') == 'float32'
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'config.json').write_text(json.dumps({'run': {'precision': 'float32'}}))
+    assert precision('--precision', 'auto', '--resume') == 'float32'  # started on hardware without the units
+    assert precision('--precision', 'auto') == 'mixed_bfloat16'  # a new run: the claim refuses the folder later
+
+
+def test_precision_auto_resuming_from_an_unreadable_config_exits_2(tmp_path, capsys):
+    (tmp_path / 'config.json').write_text('{"run": ')
+    with pytest.raises(SystemExit) as exit_info:
+        runs.parse_request(runs.sequential_parser(), ['--dataset', 'mnist_5k', '--precision', 'auto', '--resume',
+                                                      '--result_path', str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"{tmp_path / 'config.json'} is unreadable" in capsys.readouterr().err
+    assert (tmp_path / 'config.json').read_text() == '{"run": '
 
 
 @pytest.mark.parametrize('argv, message', [

@@ -213,3 +213,32 @@ def test_grouped_generator_call_equals_separate_calls(architecture, shape, class
     np.testing.assert_allclose(grouped, separate, atol=2e-5)
     whole = generator(z, labels).numpy()
     assert np.abs(whole - separate).max() > 1e-3  # statistics really differ
+
+
+@pytest.mark.parametrize('flags, expected', [
+    ('fpu sse2 avx512f avx512_bf16 avx512_vnni', True),  # AMD EPYC (Zen 4 and later)
+    ('fpu sse2 avx512f amx_bf16 amx_tile', True),        # Intel Xeon with AMX
+    ('fpu sse2 avx512f avx512_vnni', False),             # AVX-512 without bfloat16
+    (None, False),                                       # no /proc/cpuinfo (not Linux)
+])
+def test_bfloat16_units_are_read_from_the_cpu_flags_when_there_is_no_gpu(tmp_path, monkeypatch, flags, expected):
+    monkeypatch.setattr(tf.config, 'list_physical_devices', lambda kind=None: [])
+    cpuinfo = tmp_path / 'cpuinfo'
+    if flags is not None:
+        cpuinfo.write_text(f'processor\t: 0\nmodel name\t: a bf16 word here: avx512_bf16_not\nflags\t\t: {flags}\n\n'
+                           f'processor\t: 1\nflags\t\t: {flags}\n')
+    assert model.has_bfloat16_units(str(cpuinfo)) is expected
+    assert model.auto_precision(str(cpuinfo)) == ('mixed_bfloat16' if expected else 'float32')
+
+
+@pytest.mark.parametrize('capabilities, expected', [
+    ([(8, 0)], True), ([(9, 0), (8, 6)], True), ([(7, 5)], False), ([(8, 0), (7, 0)], False), ([None], False)])
+def test_with_gpus_bfloat16_needs_every_gpu_to_be_ampere_or_later(tmp_path, monkeypatch, capabilities, expected):
+    gpus = [f'GPU:{index}' for index in range(len(capabilities))]
+    monkeypatch.setattr(tf.config, 'list_physical_devices', lambda kind=None: gpus if kind == 'GPU' else [])
+    monkeypatch.setattr(tf.config.experimental, 'get_device_details',
+                        lambda gpu: {} if capabilities[gpus.index(gpu)] is None
+                        else {'compute_capability': capabilities[gpus.index(gpu)]})
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('flags\t\t: avx512_bf16\n')  # the CPU does not train when there is a GPU
+    assert model.has_bfloat16_units(str(cpuinfo)) is expected
