@@ -1,5 +1,6 @@
 """Measured runs against the paper, as Markdown: Table 1 (MNIST, SVHN) and Table 2 (LSUN), the mean
-accuracy after each task and each class's accuracy after the last task. No TensorFlow: only the
+accuracy after each task and each class's accuracy after the last task, and whether the
+differences between methods after 5 tasks exceed their spread. No TensorFlow: only the
 results.json files that `--test` writes are read.
 
 A column is a method's label (from results.json), with the options that tell apart runs of that
@@ -373,14 +374,69 @@ def build_last_task_table(runs, names):
     return '\n'.join(lines)
 
 
+ORDER_TASKS = 5
+ORDER_REFERENCE = 'MNIST'  # whose order a dataset the paper does not use (Fashion-MNIST) is held to
+
+
+def difference_statistics(lower, higher):
+    """(mean of higher - mean of lower, standard error of that difference or None when a side
+    has one run): Welch's sqrt(s_l^2/n_l + s_h^2/n_h)."""
+    (mean_l, spread_l, count_l), (mean_h, spread_h, count_h) = cell_statistics(lower), cell_statistics(higher)
+    if spread_l is None or spread_h is None:
+        return mean_h - mean_l, None
+    return mean_h - mean_l, float(np.sqrt(spread_l ** 2 / count_l + spread_h ** 2 / count_h))
+
+
+def order_verdict(difference, error):
+    if error is None:
+        return 'one run on a side: no spread'
+    if abs(difference) <= 2 * error:
+        return 'within the spread'
+    return 'larger than the spread, ' + ('in the paper\'s order' if difference > 0 else 'against the paper\'s order')
+
+
+def build_order_table(runs, paper):
+    """Markdown: each pair of Table 1 columns that the paper puts in an order after 5 tasks,
+    the measured difference and whether it exceeds twice its standard error; None without
+    such a pair."""
+    columns = [c for c in table1_columns(runs, paper) if c.label in paper['table1']['methods']]
+    lines = []
+    for dataset in sorted({r['dataset'] for r in runs if paper_dataset(r['dataset']) != 'LSUN'}):
+        reference = paper_dataset(dataset) or ORDER_REFERENCE
+        paper_cells = paper['table1']['datasets'].get(reference, {})
+        paper_value = {c: paper_cells.get(c.label, {}).get(str(ORDER_TASKS)) for c in columns}
+        measured = {c: measured_values(runs, dataset, c, ORDER_TASKS, 'mean_accuracy') for c in columns}
+        ranked = sorted((c for c in columns if measured[c] and paper_value[c] is not None), key=paper_value.get)
+        for index, lower in enumerate(ranked):
+            for higher in ranked[index + 1:]:
+                if paper_value[lower] == paper_value[higher]:
+                    continue
+                difference, error = difference_statistics(measured[lower], measured[higher])
+                lines.append(f'| {dataset} | {lower} < {higher} ({reference}: {paper_value[lower]:.2f} < '
+                             f'{paper_value[higher]:.2f}) | {100 * difference:+.1f} | '
+                             f'{MISSING if error is None else f"{100 * error:.1f}"} | '
+                             f'{order_verdict(difference, error)} |')
+    if not lines:
+        return None
+    return '\n'.join([f'| Dataset | Pair, as the paper orders it after {ORDER_TASKS} tasks | Measured difference '
+                      '(points) | Standard error | Verdict |', '|---|---|---|---|---|', *lines, '',
+                      f'Mean accuracy after {ORDER_TASKS} tasks of the second method minus the first\'s, over '
+                      'the runs of each cell; standard error sqrt(s1²/n1 + s2²/n2); "larger than the spread" '
+                      f'where the difference exceeds twice it. Datasets the paper does not use are held to '
+                      f'its {ORDER_REFERENCE} order.'])
+
+
 def markdown_report(runs, names, paper=None):
     """Markdown that depends on the results alone (no dates, no paths): Table 1 of the measured
     datasets, Table 2 when LSUN was measured, the accuracy after each task and each class's
     accuracy after the last task."""
+    order = build_order_table(runs, paper or load_paper())
     paper = measured_paper(runs, paper)
     parts = []
     if any(paper_dataset(r['dataset']) != 'LSUN' for r in runs):
         parts.append(build_table(runs, paper))
+    if order:
+        parts.append(order)
     if any(paper_dataset(r['dataset']) == 'LSUN' for r in runs):
         parts.append(build_lsun_table(runs, paper))
     parts += [build_task_table(runs, names), build_last_task_table(runs, names)]

@@ -94,6 +94,31 @@ def test_a_cell_of_several_seeds_is_their_mean_sample_std_and_count():
     assert row(tables.build_table(three), '| MNIST (mnist_5k) | 5 tasks')[6] == '97.0 ± 2.0 (n=3) (paper 97.93)'
 
 
+def test_pairs_the_paper_orders_get_their_difference_its_standard_error_and_a_verdict():
+    ra = [sequential('mnist_5k', 'ra', [v] * 5, seed=s) for s, v in enumerate((0.88, 0.88, 0.89))]
+    jtr = [sequential('mnist_5k', 'jtr', [v] * 5, seed=s) for s, v in enumerate((0.97, 0.96, 0.98))]
+    dgr = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.80, 0.86))]
+    sft = [sequential('mnist_5k', 'sft', [0.20] * 5)]
+    rows = {cells[1].split(' (')[0]: cells[2:] for cells in
+            (line.strip('| ').split(' | ') for line in tables.build_order_table(ra + jtr + dgr + sft, tables.load_paper())
+             .splitlines() if line.startswith('| mnist_5k'))}
+    # paper, MNIST after 5: SFT 19.87 < DGR 90.39 < JTR 97.93 < RA 98.19; EWC and joint not measured
+    assert list(rows) == ['SFT < DGR', 'SFT < MeRGAN-JTR', 'SFT < MeRGAN-RA', 'DGR < MeRGAN-JTR', 'DGR < MeRGAN-RA',
+                          'MeRGAN-JTR < MeRGAN-RA']
+    # RA - JTR = 88.333 - 97.0 = -8.667; SE = sqrt(0.3333/3 + 1.0/3) = 0.667: 13 SE against the order
+    assert rows['MeRGAN-JTR < MeRGAN-RA'] == ['-8.7', '0.7', "larger than the spread, against the paper's order"]
+    # JTR - DGR = 97.0 - 83.0 = 14.0; SE = sqrt(1.0/3 + 18.0/2) = 3.06: 4.6 SE in the order
+    assert rows['DGR < MeRGAN-JTR'] == ['+14.0', '3.1', "larger than the spread, in the paper's order"]
+    assert rows['SFT < DGR'] == ['+63.0', '–', 'one run on a side: no spread']
+    close = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.86, 0.90))]
+    assert tables.build_order_table(ra + close, tables.load_paper()).splitlines()[2].split(' | ')[2:] == [
+        '+0.3', '2.0', 'within the spread |']  # 88.33 - 88.0; SE sqrt(0.3333/3 + 8.0/2) = 2.03
+    fashion = [sequential('fashion_mnist', 'ra', [0.6] * 5), sequential('fashion_mnist', 'dgr', [0.65] * 5)]
+    assert 'fashion_mnist | DGR < MeRGAN-RA (MNIST: 90.39 < 98.19) | -5.0 |' in tables.build_order_table(
+        fashion, tables.load_paper())
+    assert tables.build_order_table(sft, tables.load_paper()) is None
+
+
 def test_runs_of_one_method_with_other_settings_are_columns_of_their_own():
     half = sequential('mnist_5k', 'dgr', [0.72] * 5, DGR_replay_share='half', DGR_solver_steps=500)
     balanced = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s, DGR_replay_share='balanced', DGR_solver_steps=500)
