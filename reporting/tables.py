@@ -428,8 +428,8 @@ def build_order_table(runs, paper):
 
 def markdown_report(runs, names, paper=None):
     """Markdown that depends on the results alone (no dates, no paths): Table 1 of the measured
-    datasets, Table 2 when LSUN was measured, the accuracy after each task and each class's
-    accuracy after the last task."""
+    datasets with the pairs the paper orders, Table 2 when LSUN was measured, the accuracy after
+    each task and each class's accuracy after the last task."""
     order = build_order_table(runs, paper or load_paper())
     paper = measured_paper(runs, paper)
     parts = []
