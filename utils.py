@@ -92,12 +92,16 @@ def positive_int(text):
     return value
 
 
-def positive_float(text):
-    """A finite number above 0: an infinite or NaN factor would train on NaN."""
+def _number(text):
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
+
+
+def positive_float(text):
+    """A finite number above 0: an infinite or NaN factor would train on NaN."""
+    value = _number(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f'must be greater than 0 and finite, got {text}')
     return value
@@ -105,10 +109,7 @@ def positive_float(text):
 
 def unit_float(text):
     """A number from 0 to 1, both included."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'not a number: {text!r}') from None
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f'must be between 0 and 1, got {text}')
     return value

@@ -164,6 +164,8 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run_of_ours(tmp_path, ca
     (['--RA', '--RA_factor', 'inf'], 'must be greater than 0 and finite'),
     (['--RA', '--RA_factor', 'nan'], 'must be greater than 0 and finite'),
     (['--EWC', '--EWC_lambda=-inf'], 'must be greater than 0 and finite'),
+    (['--RA', '--RA_factor', 'lots'], "not a number: 'lots'"),
+    (['--EWC', '--EWC_fisher_decay', 'half'], "not a number: 'half'"),
 ])
 def test_impossible_numbers_are_usage_errors_and_leave_nothing(tmp_path, capsys, argv, message):
     result = tmp_path / 'never'
