@@ -17,8 +17,8 @@ import sys
 import exits
 import utils
 from reporting import figures
-from reporting.tables import (ReportError, build_lsun_table, build_table, check_figure4_runs, load_paper,
-                              load_results, markdown_report, paper_dataset)
+from reporting.run_results import ReportError, load_paper, load_results, paper_dataset
+from reporting.tables import build_lsun_table, build_table, check_figure4_runs, markdown_report
 
 
 # What each figure's writer can save: matplotlib's figures, and Figure 3, which PIL saves.

@@ -32,7 +32,7 @@ from PIL import Image
 import exits
 import run_folder
 import utils
-from reporting import figures, reproduction, tables
+from reporting import figures, reproduction, run_results, tables
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 REPRODUCTION_DIR = os.path.join(REPO, 'reproduction')
@@ -114,7 +114,7 @@ def summarise(run_dir, dest_dir, commands, wall_time_s=None, notes=()):
     task's test grids; never checkpoints, noise or npz. dest_dir is new, empty or an earlier
     summary: never a run folder or its own source, checked before anything is written.
     Returns the files written, relative to dest_dir."""
-    results = tables.load_results(run_dir)
+    results = run_results.load_results(run_dir)
     missing = [name for name in SUMMARY_FILES if not os.path.isfile(os.path.join(run_dir, name))]
     if missing:
         raise ReproduceError(f'{run_dir}: no {", ".join(missing)} (train it, then run --test)')
@@ -290,7 +290,7 @@ def budget_plot_name(dataset):
 
 def report_markdown(reproduction_dir, paper=None):
     """reproduction/report.md's text from the summaries and figures there; stable byte for byte."""
-    paper = paper or tables.load_paper()
+    paper = paper or run_results.load_paper()
     lines = ['# Reproduction runs', '',
              'Made by `python reproduce.py report` (the last step of `make reproduce`) from the run '
              'summaries in this folder; do not edit it by hand. README.md here explains the folder.', '']
@@ -324,7 +324,7 @@ def write_report(reproduction_dir=REPRODUCTION_DIR, readme_path=os.path.join(REP
     """Figures of every group, then report.md; says when the README's block is out of date."""
     if os.path.lexists(reproduction_dir) and not os.path.isdir(reproduction_dir):
         raise ReproduceError(f'--reproduction_dir {reproduction_dir} is not a folder')
-    paper = tables.load_paper()
+    paper = run_results.load_paper()
     groups = reproduction.reproduction_groups(reproduction_dir)
     for group, group_runs in groups:
         _, run_dirs, runs = zip(*group_runs)
@@ -408,7 +408,7 @@ def main(argv=None):
             print(f"{args.write}: {'updated' if write_readme(args.write, args.reproduction_dir) else 'up to date'}")
         else:
             sys.stdout.write(reproduction.readme_block(args.reproduction_dir))
-    except (tables.ReportError, ReproduceError, utils.WriteFailed) as error:
+    except (run_results.ReportError, ReproduceError, utils.WriteFailed) as error:
         print(f'reproduce.py: error: {error}', file=sys.stderr)
         return 2
     return 0

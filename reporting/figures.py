@@ -1,7 +1,7 @@
 """The report's figures: measured against paper mean accuracy as bars (Table 1), the mean
 accuracy after each task, the paper's Figure 3 (samples of every seen class after the last
 task) and Figure 4 (a t-SNE of one class's generated images, a colour per run, and real ones).
-Their numbers come from tables.py's look-ups.
+Their numbers come from run_results.py's look-ups and tables.py's cells.
 
 No TensorFlow here except for the paper's Figure 4 (a t-SNE of generated images of one class):
 it restores each run's generator and imports TensorFlow when it is drawn. The other figures
@@ -12,7 +12,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from reporting import tables
+from reporting import run_results, tables
 
 
 def _pyplot():
@@ -41,7 +41,7 @@ def chart_series(runs, paper):
 def write_chart(runs, path, paper=None):
     """Grouped bars per column: paper and measured, after 5 and after 10 tasks; one panel per row."""
     plt = _pyplot()
-    columns, series = chart_series(runs, paper or tables.load_paper())
+    columns, series = chart_series(runs, paper or run_results.load_paper())
     fig, axes = plt.subplots(len(series), 1, figsize=(max(10, 1.6 * len(columns)), 3.2 * len(series)), squeeze=False)
     width = 0.2
     positions = np.arange(len(columns))
@@ -83,11 +83,11 @@ def accuracy_series(runs, paper=None):
     """{(dataset, column): [(after tasks, mean %, standard deviation % or None)]}; runs of one
     cell (seeds) are averaged."""
     series = {}
-    columns = tables.table1_columns(runs, paper or tables.load_paper())
+    columns = tables.table1_columns(runs, paper or run_results.load_paper())
     for dataset in sorted({r['dataset'] for r in runs}):
         for column in columns:
             points = []
-            for t in range(1, tables.horizon(runs) + 1):
+            for t in range(1, run_results.horizon(runs) + 1):
                 values = tables.measured_values(runs, dataset, column, t, 'mean_accuracy')
                 if values:
                     mean, spread, _ = tables.cell_statistics(values)
@@ -101,12 +101,12 @@ def write_accuracy_plot(runs, path, paper=None):
     """Mean accuracy after each task, one line per column, a band of one standard deviation
     where a cell has several seeds, the paper's values as open circles."""
     plt = _pyplot()
-    paper = paper or tables.load_paper()
+    paper = paper or run_results.load_paper()
     series = accuracy_series(runs, paper)
     colors = column_colors(list(dict.fromkeys(column for _, column in series)))
     several = len({dataset for dataset, _ in series}) > 1
     fig, ax = plt.subplots(figsize=ACCURACY_PLOT_INCHES)
-    last_task = max(tables.horizon(runs), 1)
+    last_task = max(run_results.horizon(runs), 1)
     for (dataset, column), points in series.items():
         tasks, values, spreads = zip(*points)
         color = colors[column]
@@ -117,7 +117,7 @@ def write_accuracy_plot(runs, path, paper=None):
             low = [v - (s or 0) for v, s in zip(values, spreads)]
             high = [v + (s or 0) for v, s in zip(values, spreads)]
             ax.fill_between(tasks, low, high, color=color, alpha=0.2, linewidth=0)
-        paper_cells = paper['table1']['datasets'].get(tables.paper_dataset(dataset), {}).get(column.label, {})
+        paper_cells = paper['table1']['datasets'].get(run_results.paper_dataset(dataset), {}).get(column.label, {})
         for paper_tasks, value in paper_cells.items():
             ax.plot(int(paper_tasks), value, marker='o', markersize=9, markerfacecolor='none',
                     color=color, linestyle='none')
@@ -142,14 +142,14 @@ def budget_series(budgets, paper=None):
     budget, so that a method whose options differ somewhere is told apart the same way at
     each budget; seeds of one cell are averaged."""
     every = [results for _, runs in budgets for results in runs]
-    columns = tables.table1_columns(every, paper or tables.load_paper())
+    columns = tables.table1_columns(every, paper or run_results.load_paper())
     series = {}
     for iters, runs in budgets:
         for column in columns:
             cell = [results for results in runs if tables.column_of(results, every) == column]
             points = []
-            for t in range(1, tables.horizon(runs) + 1):
-                records = [tables.record_after(results, t) for results in cell]
+            for t in range(1, run_results.horizon(runs) + 1):
+                records = [run_results.record_after(results, t) for results in cell]
                 values = [record['mean_accuracy'] for record in records
                           if record is not None and record.get('mean_accuracy') is not None]
                 if values:
@@ -287,7 +287,7 @@ def figure4_features(result_dirs, class_id, samples, classifier_dir, eval_classi
         classifier = load_or_train_classifier(data, classifier_dir, user_model_path=eval_classifier)
         generated = [runs.last_task_class_images(d, class_id, samples, data) for d in result_dirs]
     except (DataError, EvaluationError, utils.UsageError) as error:
-        raise tables.ReportError(f'--figure4: {error}') from error
+        raise run_results.ReportError(f'--figure4: {error}') from error
     real = data.test_x[data.test_y == class_id][:samples]
     width = classifier.features.output_shape[-1]
 
@@ -327,6 +327,6 @@ def write_figure4(result_dirs, runs, path, samples=FIGURE4_SAMPLES, classifier_d
     try:
         points = embed_groups(groups)
     except ValueError as error:  # too few points, e.g. one run and --figure4_samples 1
-        raise tables.ReportError(f'--figure4: {error}; ask for more with --figure4_samples') from error
+        raise run_results.ReportError(f'--figure4: {error}; ask for more with --figure4_samples') from error
     title = f"class {class_id} after each run's last task: t-SNE of the evaluation classifier's features"
     plot_figure4(points, path, title)

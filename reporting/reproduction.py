@@ -7,7 +7,7 @@ import os
 import re
 
 import data
-from reporting import tables
+from reporting import run_results, tables
 
 README_BEGIN = '<!-- reproduction:begin -->'
 README_END = '<!-- reproduction:end -->'
@@ -37,7 +37,7 @@ def group_order(group):
     protocol = protocol_group(group)
     if protocol:
         dataset, iters = protocol
-        return 0, tables.paper_dataset(dataset) is None, dataset, -iters
+        return 0, run_results.paper_dataset(dataset) is None, dataset, -iters
     return 1, natural_key(group)
 
 
@@ -61,7 +61,7 @@ def reproduction_groups(reproduction_dir):
     for group in folders:
         group_dir = os.path.join(reproduction_dir, group)
         names = sorted(os.listdir(group_dir)) if os.path.isdir(group_dir) else []
-        runs = [(name, os.path.join(group_dir, name), tables.load_results(os.path.join(group_dir, name)))
+        runs = [(name, os.path.join(group_dir, name), run_results.load_results(os.path.join(group_dir, name)))
                 for name in names if os.path.isfile(os.path.join(group_dir, name, 'results.json'))]
         if runs:
             groups.append((group, sorted(runs, key=lambda run: (tables.run_order(run[2]), run[0]))))
@@ -94,7 +94,7 @@ def readme_block(reproduction_dir, paper=None):
     for group, runs in groups:
         results = [r for _, _, r in runs]
         lines += [f'**{group_title(group)}** (`{folder}/{group}/`)', '']
-        if tables.horizon(results) < min(tables.TABLE1_HORIZONS):  # an empty table would say nothing
+        if run_results.horizon(results) < min(tables.TABLE1_HORIZONS):  # an empty table would say nothing
             lines += [f'No run of this group reached {min(tables.TABLE1_HORIZONS)} tasks; the accuracy after each task '
                       'is in report.md.', '']
         else:
@@ -107,7 +107,7 @@ def readme_block(reproduction_dir, paper=None):
 def _marker_lines(lines):
     marks = [i for i, line in enumerate(lines) if line.strip() in (README_BEGIN, README_END)]
     if marks and [lines[i].strip() for i in marks] != [README_BEGIN, README_END]:
-        raise tables.ReportError(f'the README needs one line {README_BEGIN} and, after it, one line {README_END}')
+        raise run_results.ReportError(f'the README needs one line {README_BEGIN} and, after it, one line {README_END}')
     return marks
 
 
@@ -123,5 +123,5 @@ def replace_readme_section(text, block):
     lines = text.splitlines(keepends=True)
     marks = _marker_lines(lines)
     if not marks:
-        raise tables.ReportError(f'the README has no {README_BEGIN} ... {README_END} lines')
+        raise run_results.ReportError(f'the README has no {README_BEGIN} ... {README_END} lines')
     return ''.join(lines[:marks[0] + 1]) + block + ''.join(lines[marks[1]:])

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import report
-from reporting import figures, tables
+from reporting import figures, run_results, tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -100,7 +100,7 @@ def test_pairs_the_paper_orders_get_their_difference_its_standard_error_and_a_ve
     dgr = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.80, 0.86))]
     sft = [sequential('mnist_5k', 'sft', [0.20] * 5)]
     rows = {cells[1].split(' (')[0]: cells[2:] for cells in
-            (line.strip('| ').split(' | ') for line in tables.build_order_table(ra + jtr + dgr + sft, tables.load_paper())
+            (line.strip('| ').split(' | ') for line in tables.build_order_table(ra + jtr + dgr + sft, run_results.load_paper())
              .splitlines() if line.startswith('| mnist_5k'))}
     # paper, MNIST after 5: SFT 19.87 < DGR 90.39 < JTR 97.93 < RA 98.19; EWC and joint not measured
     assert list(rows) == ['SFT < DGR', 'SFT < MeRGAN-JTR', 'SFT < MeRGAN-RA', 'DGR < MeRGAN-JTR', 'DGR < MeRGAN-RA',
@@ -111,12 +111,12 @@ def test_pairs_the_paper_orders_get_their_difference_its_standard_error_and_a_ve
     assert rows['DGR < MeRGAN-JTR'] == ['+14.0', '3.1', "larger than the spread, in the paper's order"]
     assert rows['SFT < DGR'] == ['+63.0', '–', 'one run on a side: no spread']
     close = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.86, 0.90))]
-    assert tables.build_order_table(ra + close, tables.load_paper()).splitlines()[2].split(' | ')[2:] == [
+    assert tables.build_order_table(ra + close, run_results.load_paper()).splitlines()[2].split(' | ')[2:] == [
         '+0.3', '2.0', 'within the spread |']  # 88.33 - 88.0; SE sqrt(0.3333/3 + 8.0/2) = 2.03
     fashion = [sequential('fashion_mnist', 'ra', [0.6] * 5), sequential('fashion_mnist', 'dgr', [0.65] * 5)]
     assert 'fashion_mnist | DGR < MeRGAN-RA (MNIST: 90.39 < 98.19) | -5.0 |' in tables.build_order_table(
-        fashion, tables.load_paper())
-    assert tables.build_order_table(sft, tables.load_paper()) is None
+        fashion, run_results.load_paper())
+    assert tables.build_order_table(sft, run_results.load_paper()) is None
 
 
 def test_runs_of_one_method_with_other_settings_are_columns_of_their_own():
@@ -173,11 +173,11 @@ def test_table1_paper_only_row_for_unmeasured_dataset(runs):
 def test_record_after_counts_seen_classes_for_joint_runs():
     run = joint('mnist', 10, 0.9)
     run['tasks'][0]['task'] = 1  # its seen classes count, not its task number
-    assert tables.record_after(run, 10) is run['tasks'][0]
-    assert tables.record_after(run, 1) is None
-    assert tables.record_after(run, 5) is None
+    assert run_results.record_after(run, 10) is run['tasks'][0]
+    assert run_results.record_after(run, 1) is None
+    assert run_results.record_after(run, 5) is None
     seq = sequential('mnist', 'jtr', [0.9] * 6)
-    assert tables.record_after(seq, 5)['task'] == 5 and tables.record_after(seq, 10) is None
+    assert run_results.record_after(seq, 5)['task'] == 5 and run_results.record_after(seq, 10) is None
 
 
 def test_lsun_table2(runs):
@@ -232,7 +232,7 @@ def test_bad_results_exit_2(tmp_path, capsys, content, message):
 
 
 def test_paper_numbers_and_source():
-    paper = tables.load_paper()
+    paper = run_results.load_paper()
     assert '1809.02058' in paper['source']['arxiv']
     mnist = paper['table1']['datasets']['MNIST']
     assert mnist['MeRGAN-RA'] == {'5': 98.19, '10': 97.01} and mnist['Joint']['10'] == 96.92
@@ -337,6 +337,6 @@ def test_run_labels_name_joint_classes_and_what_tells_a_sweep_apart():
 def test_results_written_before_the_label_was_recorded_read_as_before(tmp_path):
     older = {'dataset': 'mnist_5k', 'mode': 'dgr', 'run': {'mode': 'dgr', 'seed': 0, 'DGR_solver_steps': 500},
              'tasks': [task_record(1, [0], 0.98)]}
-    results = tables.load_results(write_run(tmp_path / 'dgr', older))
+    results = run_results.load_results(write_run(tmp_path / 'dgr', older))
     assert (results['method'], results['label'], results['run']['method']) == ('dgr', 'DGR', 'dgr')
     assert 'mode' not in results and tables.run_label(results) == 'DGR'

@@ -10,7 +10,7 @@ from PIL import Image
 import report
 import reproduce
 from files import write_files
-from reporting import figures, tables
+from reporting import figures, run_results, tables
 from reporting import reproduction as readme_tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,7 +125,7 @@ def test_summarise_copies_the_summary_and_no_checkpoint(tmp_path):
     assert np.array_equal(top, grid(2)[:2 * TILE])
     assert reproduce.wall_time_of(str(dest / 'command.txt')) == 3725
     # Figure 3 reads the summary as it reads the run
-    results = tables.load_results(str(dest))
+    results = run_results.load_results(str(dest))
     assert all(np.array_equal(a, b) for a, b in zip(figures.figure3_rows(str(dest), results)[::2],
                                                     figures.figure3_rows(run, results)[::2]))
 
@@ -328,9 +328,9 @@ def test_readme_block_goes_between_the_marker_lines(tmp_path):
     assert readme_tables.readme_section(readme.read_text()) == block
     assert not reproduce.write_readme(str(readme), str(empty))  # unchanged the second time
     assert readme_tables.readme_section('no markers\n') is None
-    with pytest.raises(tables.ReportError, match='needs one line'):
+    with pytest.raises(run_results.ReportError, match='needs one line'):
         readme_tables.readme_section(f'{end}\n{begin}\n')
-    with pytest.raises(tables.ReportError, match='has no'):
+    with pytest.raises(run_results.ReportError, match='has no'):
         readme_tables.replace_readme_section('no markers\n', block)
 
 
