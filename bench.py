@@ -25,6 +25,7 @@ import tensorflow as tf
 
 import model
 import ops
+import run_config
 import runs
 import utils
 from data import group_by_class, load_dataset
@@ -142,8 +143,8 @@ def method_flags(name):
 
 
 def make_trainer(method, data, precision, result_path):
-    config = runs.default_config('mnist_5k', result_path, joint=method == methods.JointTraining.name,
-                                 flags=method_flags(method), precision=precision)
+    config = run_config.default_config('mnist_5k', result_path, joint=method == methods.JointTraining.name,
+                                       flags=method_flags(method), precision=precision)
     return runs.make_trainer(config, data)
 
 
@@ -249,7 +250,7 @@ def distribution_child(iterations):
     rates = {}
     for name, flags in (('none', []), ('mirrored_2', ['--distribute', 'mirrored', '--devices', '2'])):
         with tempfile.TemporaryDirectory() as result_path:
-            trainer = runs.make_trainer(runs.default_config('mnist_5k', result_path, flags=flags), data)
+            trainer = runs.make_trainer(run_config.default_config('mnist_5k', result_path, flags=flags), data)
             seconds = time_steps(trainer, trainer.spec_tensors(task), iterations)
             devices = getattr(trainer.distribution, 'strategy', None)
             rates[name] = {'gen_iters_per_s': iterations / seconds,

@@ -13,11 +13,12 @@ if __name__ == '__main__':
     exits.stop_on_sigterm()  # from the first import on, as Ctrl-C
 with exits.command_line('joint.py'):  # Ctrl-C while TensorFlow loads
     import quiet  # noqa: F401  (before TensorFlow loads)
+    import run_config
     import runs
 
 
 def main(argv=None):
-    return runs.run(runs.joint_parser(), argv, joint=True)
+    return runs.run(run_config.joint_parser(), argv, joint=True)
 
 
 if __name__ == '__main__':

@@ -15,11 +15,12 @@ if __name__ == '__main__':
     exits.stop_on_sigterm()  # from the first import on, as Ctrl-C
 with exits.command_line('main.py'):  # Ctrl-C while TensorFlow loads
     import quiet  # noqa: F401  (before TensorFlow loads)
+    import run_config
     import runs
 
 
 def main(argv=None):
-    return runs.run(runs.sequential_parser(), argv)
+    return runs.run(run_config.sequential_parser(), argv)
 
 
 if __name__ == '__main__':

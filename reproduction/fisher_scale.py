@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import run_folder  # noqa: E402
+import run_config  # noqa: E402
 import runs  # noqa: E402
 from data import load_dataset  # noqa: E402
 from training import methods  # noqa: E402
@@ -35,7 +36,7 @@ def measure(run_dir, batches):
     saved = run_folder.read_config(run_dir)['args']
     flag = methods.METHODS[saved['method']].flag
     flags = ['--iters', str(saved['iters']), '--num_tasks', str(saved['num_tasks'] or 10), *([flag] if flag else [])]
-    config = runs.default_config(saved['dataset'], run_dir, flags=flags)
+    config = run_config.default_config(saved['dataset'], run_dir, flags=flags)
     data = load_dataset(config.dataset, config.data_dir)
     trainer = runs.make_trainer(config, data)
     generator = trainer.models.generator

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+import run_config
 import runs
 from data import ImageSet, group_by_class
 from evaluation import evaluate
@@ -34,8 +35,8 @@ def method_flags(name):
 
 
 def make_config(method, tmp_path, seed=0, **overrides):
-    return runs.default_config('mnist_5k', tmp_path, flags=method_flags(method), seed=seed, iters=2, log_every=1,
-                               sample_every=100, ckpt_every=100, **overrides)
+    return run_config.default_config('mnist_5k', tmp_path, flags=method_flags(method), seed=seed, iters=2, log_every=1,
+                                     sample_every=100, ckpt_every=100, **overrides)
 
 
 def make_trainer(data, method, tmp_path, seed=0, split_replay_batch=True, method_object=None):
@@ -171,4 +172,4 @@ def evaluation_args(**overrides):
     """The EvalConfig the command line makes by default, with overrides."""
     parser = argparse.ArgumentParser()
     evaluate.add_evaluation_flags(parser)
-    return dataclasses.replace(runs.evaluation_config(parser.parse_args([]), seed=0), **overrides)
+    return dataclasses.replace(run_config.evaluation_config(parser.parse_args([]), seed=0), **overrides)

@@ -13,6 +13,7 @@ import pytest
 import joint
 import main
 import model
+import run_config
 import runs
 from keras.src.optimizers.base_optimizer import BaseOptimizer
 from reporting import tables
@@ -76,18 +77,19 @@ def test_joint_run_and_test(tmp_path, capsys, classifier_dir):
 
 
 def test_joint_default_iterations_are_ten_tasks_worth():
-    config = runs.parse_request(runs.joint_parser(), ['--dataset', 'mnist'], joint=True).config
+    config = run_config.parse_request(run_config.joint_parser(), ['--dataset', 'mnist'], joint=True).config
     assert config.iters == 40001 and config.result_path == os.path.join('results', 'mnist_joint')
-    config = runs.parse_request(runs.sequential_parser(), ['--dataset', 'svhn', '--RA']).config
+    config = run_config.parse_request(run_config.sequential_parser(), ['--dataset', 'svhn', '--RA']).config
     assert (config.iters, config.method_options, config.data_dir) == (8001, {'RA_factor': 1e-2}, 'dataset/svhn')
 
 
 def test_precision_auto_chooses_by_the_hardware_and_a_resumed_run_keeps_its_precision(tmp_path, monkeypatch):
     monkeypatch.setattr(model, 'auto_precision', lambda: 'mixed_bfloat16')  # as on a CPU with bfloat16 units
-    parser = runs.sequential_parser()
+    parser = run_config.sequential_parser()
 
     def precision(*flags):
-        config = runs.parse_request(parser, ['--dataset', 'mnist_5k', '--result_path', str(tmp_path / 'run'), *flags]).config
+        argv = ['--dataset', 'mnist_5k', '--result_path', str(tmp_path / 'run'), *flags]
+        config = run_config.parse_request(parser, argv).config
         assert config.identity(argparse.Namespace(provenance={}))['precision'] == config.precision  # config.json's
         return config.precision
 
@@ -103,8 +105,8 @@ def test_precision_auto_chooses_by_the_hardware_and_a_resumed_run_keeps_its_prec
 def test_precision_auto_resuming_from_an_unreadable_config_exits_2(tmp_path, capsys):
     (tmp_path / 'config.json').write_text('{"run": ')
     with pytest.raises(SystemExit) as exit_info:
-        runs.parse_request(runs.sequential_parser(), ['--dataset', 'mnist_5k', '--precision', 'auto', '--resume',
-                                                      '--result_path', str(tmp_path)])
+        run_config.parse_request(run_config.sequential_parser(), ['--dataset', 'mnist_5k', '--precision', 'auto',
+                                                                  '--resume', '--result_path', str(tmp_path)])
     assert exit_info.value.code == 2
     assert f"{tmp_path / 'config.json'} is unreadable" in capsys.readouterr().err
     assert (tmp_path / 'config.json').read_text() == '{"run": '
@@ -163,7 +165,7 @@ def test_test_without_checkpoints_fails_clearly(tmp_path, capsys):
     assert code == 2 and 'holds no run' in err
     result = tmp_path / 'untrained'
     result.mkdir()
-    config = {'args': dataclasses.asdict(runs.default_config('mnist_5k', result)), 'run': {},
+    config = {'args': dataclasses.asdict(run_config.default_config('mnist_5k', result)), 'run': {},
               'tasks': [runs.task_record(runs.sequential_tasks([0, 400], 1)[0])]}
     (result / 'config.json').write_text(json.dumps(config))
     code, err = run_cli(main.main, ['--dataset', 'mnist_5k', '--test', '--result_path', str(result)], capsys)
@@ -301,6 +303,6 @@ def test_the_readme_flags_table_names_every_flag_of_both_command_lines():
     table = readme.split('### Flags', 1)[1].split('\n\n', 2)[1]
     named = {word.strip('`,').split()[0] for row in table.splitlines()[2:]
              for word in row.split('|')[1].split('`') if word.startswith('--')}
-    flags = {option for parser in (runs.sequential_parser(), runs.joint_parser())
+    flags = {option for parser in (run_config.sequential_parser(), run_config.joint_parser())
              for action in parser._actions for option in action.option_strings if option.startswith('--')}
     assert flags - {'--help'} <= named, sorted(flags - {'--help'} - named)

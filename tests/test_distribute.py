@@ -178,11 +178,11 @@ def test_bad_distribution_setups_exit_2_and_write_nothing(tmp_path, capsys, monk
 
 
 def test_distribution_is_not_part_of_the_run_identity(tmp_path):
-    import runs
+    import run_config
     from data import load_dataset
     data = load_dataset('mnist_5k', None)
-    one = runs.default_config('mnist_5k', tmp_path)
-    two = runs.default_config('mnist_5k', tmp_path, flags=['--distribute', 'mirrored', '--devices', '2'])
+    one = run_config.default_config('mnist_5k', tmp_path)
+    two = run_config.default_config('mnist_5k', tmp_path, flags=['--distribute', 'mirrored', '--devices', '2'])
     assert (two.distribute, two.devices) == ('mirrored', 2) and (one.distribute, one.devices) == ('none', None)
     assert one.identity(data) == two.identity(data)
 
@@ -319,12 +319,13 @@ def child(modes, per_replica_statistics):
 
 def train_mode(mode, distribute, data, scratch):
     """Two tasks of `mode` from the same seed: (initial values, metrics, trained values, replicas)."""
+    import run_config
     import runs
     from helpers import method_flags
     flags = (method_flags(mode) + SHORTER.get(mode, []) + ['--distribute', distribute]
              + (['--devices', '2'] if distribute != 'none' else []))
-    config = runs.default_config('mnist_5k', scratch, joint=mode == 'joint', flags=flags, iters=STEPS_PER_TASK,
-                                 classes=3 if mode == 'joint' else None)
+    config = run_config.default_config('mnist_5k', scratch, joint=mode == 'joint', flags=flags, iters=STEPS_PER_TASK,
+                                       classes=3 if mode == 'joint' else None)
     trainer = runs.make_trainer(config, data)
     initial = trainer_values(trainer)
     metrics = train_two_tasks(trainer, runs.tasks_of(config, data)[:2])

@@ -18,7 +18,7 @@ import main
 import quiet
 import report
 import reproduce
-import runs
+import run_config
 from files import write_files
 from helpers import ROOT, TINY, copy_of, run_cli
 from training import distribution
@@ -59,7 +59,7 @@ def test_no_command_line_takes_an_abbreviated_flag(tmp_path, capsys, entry, argv
 def test_determinism_is_decided_before_tensorflow_as_the_parser_decides(spelling):
     argv = ['--dataset', 'mnist_5k', *spelling]
     try:
-        parsed = runs.sequential_parser().parse_args(argv).deterministic
+        parsed = run_config.sequential_parser().parse_args(argv).deterministic
     except SystemExit:
         return  # refused: nothing runs, deterministic or not
     assert quiet.deterministic_requested(['main.py', *argv]) == parsed
