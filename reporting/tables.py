@@ -276,6 +276,13 @@ def order_verdict(difference, error):
     return 'larger than the spread, ' + ('in the paper\'s order' if difference > 0 else 'against the paper\'s order')
 
 
+def signed_points(fraction):
+    """A difference in points with its sign; one that rounds to zero has none ('-0.0' would
+    claim a direction)."""
+    text = f'{100 * fraction:+.1f}'
+    return '0.0' if float(text) == 0 else text
+
+
 def build_order_table(runs, paper):
     """Markdown: each pair of Table 1 columns that the paper puts in an order after 5 tasks,
     the measured difference and whether it exceeds twice its standard error; None without
@@ -294,7 +301,7 @@ def build_order_table(runs, paper):
                     continue
                 difference, error = difference_statistics(measured[lower], measured[higher])
                 lines.append(f'| {dataset} | {lower} < {higher} ({reference}: {paper_value[lower]:.2f} < '
-                             f'{paper_value[higher]:.2f}) | {100 * difference:+.1f} | '
+                             f'{paper_value[higher]:.2f}) | {signed_points(difference)} | '
                              f'{MISSING if error is None else f"{100 * error:.1f}"} | '
                              f'{order_verdict(difference, error)} |')
     if not lines:

@@ -113,6 +113,8 @@ def test_pairs_the_paper_orders_get_their_difference_its_standard_error_and_a_ve
     close = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.86, 0.90))]
     assert tables.build_order_table(ra + close, run_results.load_paper()).splitlines()[2].split(' | ')[2:] == [
         '+0.3', '2.0', 'within the spread |']  # 88.33 - 88.0; SE sqrt(0.3333/3 + 8.0/2) = 2.03
+    level = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.8830, 0.8833))]
+    assert tables.build_order_table(ra + level, run_results.load_paper()).splitlines()[2].split(' | ')[2] == '0.0'
     fashion = [sequential('fashion_mnist', 'ra', [0.6] * 5), sequential('fashion_mnist', 'dgr', [0.65] * 5)]
     assert 'fashion_mnist | DGR < MeRGAN-RA (MNIST: 90.39 < 98.19) | -5.0 |' in tables.build_order_table(
         fashion, run_results.load_paper())
