@@ -1,4 +1,6 @@
 """DGR: an unconditional GAN, its replay share, its solver and its sampler."""
+import importlib.util
+import os
 import types
 
 import numpy as np
@@ -6,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import ops
-from helpers import make_trainer, spec_tensors, tasks_for, weights_of
+from helpers import ROOT, make_trainer, spec_tensors, tasks_for, weights_of
 from training import methods, sampling
 from training.objective import StepInputs
 
@@ -122,3 +124,33 @@ def test_dgr_grids_draw_until_a_rare_class_fills_its_grid_and_leave_out_a_class_
     # the fixed noise alone held a few images of class 1; drawing more fills its grid
     assert in_fixed_noise < 10 and grids[1].shape == (100, 2, 2, 1)
     assert np.all(grids[1] > np.tanh(1.5) - 1e-2) and grids[1].max() <= 1.0
+
+
+def dgr_labels_script():
+    spec = importlib.util.spec_from_file_location('dgr_labels', os.path.join(ROOT, 'reproduction', 'dgr_labels.py'))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_dgr_labels_counts_precision_and_recall_of_the_solver_per_class():
+    """reproduction/dgr_labels.py (findings.md, DGR at 4,001 iterations)."""
+    truth = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 0, 1, 1])
+    table = dgr_labels_script().labelling_quality(predicted, truth, [0, 1, 2])
+    assert table[0] == (3, pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert table[1] == (3, pytest.approx(1 / 3), pytest.approx(1 / 2))
+    labelled, precision, recall = table[2]
+    assert labelled == 0 and np.isnan(precision) and recall == 0.0
+
+
+def test_dgr_labels_second_opinion_shares_and_confidence_where_it_disagrees():
+    script = dgr_labels_script()
+    # softmax of (log 3, 0, 0) is (0.6, 0.2, 0.2); of (0, log 4, 0) is (1/6, 4/6, 1/6)
+    logits = np.array([[np.log(3), 0, 0], [np.log(3), 0, 0], [0, np.log(4), 0], [0, 0, 0]])
+    shares, confidence = script.second_opinion(0, logits, num_classes=3)
+    np.testing.assert_allclose(shares, [0.75, 0.25, 0.0])  # a tie goes to the first class
+    assert confidence == pytest.approx(4 / 6)
+    shares, confidence = script.second_opinion(0, logits[:2], num_classes=3)
+    np.testing.assert_allclose(shares, [1.0, 0.0, 0.0])
+    assert np.isnan(confidence)
