@@ -5,7 +5,7 @@
 Task t (0-based) holds class t. Without replay (SFT) the generator forgets the
 earlier classes; MeRGAN keeps a frozen copy of the previous generator and
 replays its samples, as training data (JTR) or through replay alignment (RA).
-EWC and DGR are the paper's baselines. The methods live in training/methods.py.
+EWC and DGR are the paper's baselines. The methods are registered in training/methods.py.
 """
 import sys
 

@@ -3,7 +3,7 @@
     python reproduction/fisher_scale.py RUN_DIR [--batches 10]
 
 RUN_DIR is a conditional run (RA, JTR or SFT) with the end-of-task checkpoints of tasks 1
-and 2. F is EWC's per-batch Fisher (training/methods.py, the default estimate) of the
+and 2. F is EWC's per-batch Fisher (training/ewc.py, the default estimate) of the
 task-1 generator, with the task-1 critic; d is how far each weight moved from the end of
 task 1 to the end of task 2. Printed: F's scale, d's scale, the penalty lambda/2 sum F d^2
 each lambda would put on that move, and the share of the moved weights whose penalty
@@ -22,7 +22,7 @@ import run_folder  # noqa: E402
 import run_config  # noqa: E402
 import runs  # noqa: E402
 from data import load_dataset  # noqa: E402
-from training import methods  # noqa: E402
+from training import ewc, methods  # noqa: E402
 
 LAMBDAS = (1e4, 1e5, 3e5, 1e6, 1e7, 1e9)
 
@@ -45,7 +45,7 @@ def measure(run_dir, batches):
     after_task_2 = flat([w.numpy() for w in generator.weights])
     if not trainer.checkpoints.restore_task_end(1):
         raise SystemExit(f'{run_dir} has no checkpoint of the end of task 1')
-    squared = tf.function(lambda spec: methods.fisher_squared_gradients(trainer, spec, per_sample=False))
+    squared = tf.function(lambda spec: ewc.fisher_squared_gradients(trainer, spec, per_sample=False))
     spec = trainer.spec_tensors(runs.tasks_of(config, data)[0])
     fisher = sum(flat([g.numpy() for g in squared(spec)]).astype(np.float64) for _ in range(batches)) / batches
     drift = after_task_2.astype(np.float64) - flat([w.numpy() for w in generator.weights])

@@ -14,7 +14,8 @@ if __name__ == '__main__':
     exits.stop_on_sigterm()
     with exits.command_line('main.py'):
         import main
-        from training import methods, sampling, trainer
-        for module in (trainer, sampling, methods):  # each holds its own name for the batch size
+        from training import dgr, ewc, sampling, trainer
+        for module in (trainer, sampling, ewc, dgr):  # each holds its own name for the batch size
+            assert hasattr(module, 'BATCH_SIZE'), module.__name__
             module.BATCH_SIZE = SMALL_BATCH
         sys.exit(main.main())

@@ -274,8 +274,8 @@ def test_impossible_baseline_flags_exit_2_and_write_nothing(tmp_path, capsys, ar
 def test_lsun_resnet_pair_trains_an_iteration_on_a_tiny_folder(tmp_path, capsys, monkeypatch):
     """The 64x64 ResNet pair end to end. A batch of 4 instead of 64 keeps it
     affordable on a CPU; the code path is the same."""
-    from training import methods, sampling, trainer
-    for module in (trainer, sampling, methods):  # each holds its own name for the batch size
+    from training import dgr, ewc, sampling, trainer
+    for module in (trainer, sampling, ewc, dgr):  # each holds its own name for the batch size
         monkeypatch.setattr(module, 'BATCH_SIZE', 4)
     from PIL import Image
     from data import LSUN_CATEGORIES

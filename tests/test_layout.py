@@ -62,7 +62,7 @@ def test_no_module_imports_in_a_cycle_or_takes_private_names():
 
 def test_the_paper_tooling_and_the_run_folder_load_no_tensorflow():
     probe = ('import sys; import report, reproduce, run_folder, data; '
-             'from reporting import run_results, tables, figures, reproduction; '
+             'from reporting import run_results, tables, figures, reproduction, summaries; '
              'print("tensorflow" in sys.modules, "keras" in sys.modules)')
     done = subprocess.run([sys.executable, '-c', probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import ops
 from helpers import ROOT, make_trainer, spec_tensors, tasks_for, weights_of
-from training import methods, sampling
+from training import dgr, methods, sampling
 from training.objective import StepInputs
 
 def test_dgr_generator_is_unconditional_and_has_no_auxiliary_terms(mnist_5k, tmp_path):
@@ -25,20 +25,20 @@ def test_dgr_generator_is_unconditional_and_has_no_auxiliary_terms(mnist_5k, tmp
 @pytest.mark.parametrize('share, weight', [('half', 1.0), ('balanced', 2.0)])
 def test_dgr_replays_reach_the_critic_real_side_from_task_2_weighted_by_their_share(mnist_5k, tmp_path,
                                                                                     share, weight):
-    dgr = methods.DeepGenerativeReplay(DGR_solver_steps=1, DGR_replay_share=share)
-    trainer = make_trainer(mnist_5k, 'dgr', tmp_path, method_object=dgr)
+    method = dgr.DeepGenerativeReplay(DGR_solver_steps=1, DGR_replay_share=share)
+    trainer = make_trainer(mnist_5k, 'dgr', tmp_path, method_object=method)
     models = trainer.models
     models.old_generator.weights[0].assign(models.generator.weights[0] + 0.05)
     replay = trainer.replay_batch(tf.constant(2))  # task 3: the replays stand for 2 of 3 classes
     assert replay.groups is None and replay.z.shape == (64, 128)  # one full unconditional batch
-    dgr.rng = tf.random.Generator.from_seed(11)
+    method.rng = tf.random.Generator.from_seed(11)
     alpha = ops.sample_interpolation_weights(tf.random.Generator.from_seed(11), 64)
     replays, fakes = models.old_generator(replay.z, replay.labels), models.generator(replay.z, replay.labels)
     penalty = ops.gradient_penalty(lambda x: models.critic(x)[0], replays, fakes, alpha)
     expected = (models.critic(fakes)[0].numpy().mean() - models.critic(replays)[0].numpy().mean()
                 + 10.0 * float(penalty))
     inputs = StepInputs(spec_tensors(tasks_for(mnist_5k, 3)[2]), None, None, None, None, None)
-    value = dgr.critic_terms(models, inputs, replay)['dgr_replay_critic']
+    value = method.critic_terms(models, inputs, replay)['dgr_replay_critic']
     # the real pair has weight 1: the replays' weight is their share over the new class's
     np.testing.assert_allclose(float(value), weight * expected, rtol=1e-4, atol=1e-5)
     metrics = trainer.train_step(spec_tensors(tasks_for(mnist_5k, 2)[1]))
@@ -46,28 +46,28 @@ def test_dgr_replays_reach_the_critic_real_side_from_task_2_weighted_by_their_sh
 
 
 def test_each_class_share_of_dgr_real_side_balanced_and_half():
-    assert methods.intended_class_shares('balanced', 1) == [1.0]
-    np.testing.assert_allclose(methods.intended_class_shares('balanced', 4), [0.25] * 4)
-    np.testing.assert_allclose(methods.intended_class_shares('balanced', 10), [0.1] * 10)
-    assert methods.intended_class_shares('half', 4) == [0.125, 0.125, 0.25, 0.5]
-    assert methods.intended_class_shares('half', 2) == methods.intended_class_shares('balanced', 2)
+    assert dgr.intended_class_shares('balanced', 1) == [1.0]
+    np.testing.assert_allclose(dgr.intended_class_shares('balanced', 4), [0.25] * 4)
+    np.testing.assert_allclose(dgr.intended_class_shares('balanced', 10), [0.1] * 10)
+    assert dgr.intended_class_shares('half', 4) == [0.125, 0.125, 0.25, 0.5]
+    assert dgr.intended_class_shares('half', 2) == dgr.intended_class_shares('balanced', 2)
     for task in (2, 3, 7):
-        weights = methods.solver_sample_weights(methods.current_class_share('balanced', task), 64).numpy()
+        weights = dgr.solver_sample_weights(dgr.current_class_share('balanced', task), 64).numpy()
         real_share = weights[:64].sum() / weights.sum()
         np.testing.assert_allclose(real_share, 1 / task, rtol=1e-6)
         assert weights.mean() == pytest.approx(1.0)  # the loss keeps its scale
     # 'half' weighs every image 1: the runs made before the option compute the same mean
-    half = methods.solver_sample_weights(methods.current_class_share('half', 5), 64).numpy()
+    half = dgr.solver_sample_weights(dgr.current_class_share('half', 5), 64).numpy()
     np.testing.assert_array_equal(half, np.ones(128, np.float32))
 
 
 def test_dgr_runs_saved_before_the_share_option_keep_the_half_share():
     assert methods.method_for('dgr', {'DGR_solver_steps': 500}).replay_share == 'half'
-    assert methods.DeepGenerativeReplay.options['DGR_replay_share'].default(None) == 'balanced'
+    assert dgr.DeepGenerativeReplay.options['DGR_replay_share'].default(None) == 'balanced'
 
 
 def test_dgr_solver_learns_the_real_class_then_keeps_replayed_ones(mnist_5k, tmp_path):
-    trainer = make_trainer(mnist_5k, 'dgr', tmp_path, method_object=methods.DeepGenerativeReplay(DGR_solver_steps=20))
+    trainer = make_trainer(mnist_5k, 'dgr', tmp_path, method_object=dgr.DeepGenerativeReplay(DGR_solver_steps=20))
     task1, task2 = tasks_for(mnist_5k, 2)
     trainer.begin_task(task1)
     trainer.end_task(task1)
@@ -112,13 +112,13 @@ def test_solver_labels_drive_the_dgr_sampler_and_a_class_never_made_comes_back_e
 
 def test_dgr_grids_draw_until_a_rare_class_fills_its_grid_and_leave_out_a_class_never_made():
     """Class 1 is rare (first noise coordinate above 1.5: about 7% of images), class 2 never made."""
-    dgr = methods.DeepGenerativeReplay(DGR_solver_steps=1)
-    dgr.solver_label = lambda images: tf.cast(tf.reduce_mean(images, axis=[1, 2, 3]) > np.tanh(1.5), tf.int32)
+    method = dgr.DeepGenerativeReplay(DGR_solver_steps=1)
+    method.solver_label = lambda images: tf.cast(tf.reduce_mean(images, axis=[1, 2, 3]) > np.tanh(1.5), tf.int32)
     trainer = types.SimpleNamespace(generate=StripeGenerator(), config=types.SimpleNamespace(seed=0))
     task = types.SimpleNamespace(seen_classes=[0, 1, 2])
     fixed_noise = np.random.default_rng(1).standard_normal((100, 4)).astype(np.float32)
     in_fixed_noise = int(np.sum(fixed_noise[:, 0] > 1.5))
-    grids = dgr.grid_images(trainer, task, fixed_noise)
+    grids = method.grid_images(trainer, task, fixed_noise)
     assert set(grids) == {0, 1}
     assert grids[0].shape == (100, 2, 2, 1) and np.all(grids[0] <= np.tanh(1.5) + 1e-2)
     # the fixed noise alone held a few images of class 1; drawing more fills its grid

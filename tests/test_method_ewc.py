@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import keras
 from helpers import ROOT, make_trainer, spec_tensors, tasks_for, weights_of
-from training import methods, objective
+from training import ewc, objective
 from training.trainer import Models, Task, TaskSpec, Trainer
 
 
@@ -82,9 +82,9 @@ def numpy_per_sample_squared_gradient(kernel, a, b, z, label):
 def test_every_fisher_variant_of_a_tiny_generator_matches_numpy(estimate, numpy_estimate, decay):
     """F after two tasks: decay * F_1 + F_2, each F_t the mean of 3 batches' estimates."""
     trainer = TinyTrainer()
-    ewc = methods.ElasticWeightConsolidation(EWC_lambda=1e9, EWC_fisher_batches=3, EWC_fisher_decay=decay,
-                                                EWC_fisher_estimate=estimate)
-    ewc.build(trainer)
+    method = ewc.ElasticWeightConsolidation(EWC_lambda=1e9, EWC_fisher_batches=3, EWC_fisher_decay=decay,
+                                            EWC_fisher_estimate=estimate)
+    method.build(trainer)
     replica = tf.random.Generator.from_seed(7)  # the same noise, drawn again
     kernel = trainer.models.generator.kernel.numpy().astype(np.float64)
     critic = trainer.models.critic
@@ -94,33 +94,33 @@ def test_every_fisher_variant_of_a_tiny_generator_matches_numpy(estimate, numpy_
                                        label) for _ in range(3)], axis=0)
 
     first, second = numpy_fisher(1), numpy_fisher(0)
-    ewc.end_task(trainer, tasks_for_labels(label=1))
-    np.testing.assert_allclose(ewc.fisher[0].numpy(), first, rtol=1e-4)
-    ewc.end_task(trainer, tasks_for_labels(label=0))
-    np.testing.assert_allclose(ewc.fisher[0].numpy(), decay * first + second, rtol=1e-4)
+    method.end_task(trainer, tasks_for_labels(label=1))
+    np.testing.assert_allclose(method.fisher[0].numpy(), first, rtol=1e-4)
+    method.end_task(trainer, tasks_for_labels(label=0))
+    np.testing.assert_allclose(method.fisher[0].numpy(), decay * first + second, rtol=1e-4)
 
 
 def test_per_sample_fisher_is_at_least_the_per_batch_one_on_the_same_noise():
     """Jensen: the mean of squares is at least the square of the mean."""
     fishers = {}
-    for estimate in methods.FISHER_ESTIMATES:
+    for estimate in ewc.FISHER_ESTIMATES:
         trainer = TinyTrainer()
-        ewc = methods.ElasticWeightConsolidation(EWC_lambda=1.0, EWC_fisher_batches=2, EWC_fisher_estimate=estimate)
-        ewc.build(trainer)
-        ewc.end_task(trainer, tasks_for_labels(label=1))
-        fishers[estimate] = ewc.fisher[0].numpy()
+        method = ewc.ElasticWeightConsolidation(EWC_lambda=1.0, EWC_fisher_batches=2, EWC_fisher_estimate=estimate)
+        method.build(trainer)
+        method.end_task(trainer, tasks_for_labels(label=1))
+        fishers[estimate] = method.fisher[0].numpy()
     assert np.all(fishers['sample'] >= fishers['batch'] - 1e-7) and fishers['sample'].sum() > fishers['batch'].sum()
 
 
-@pytest.mark.parametrize('estimate', methods.FISHER_ESTIMATES)
+@pytest.mark.parametrize('estimate', ewc.FISHER_ESTIMATES)
 def test_the_fisher_follows_a_change_to_the_generator_loss(monkeypatch, estimate):
     """The Fisher is of the objective's generator loss: doubled, every squared gradient is 4x."""
     def fisher():
         trainer = TinyTrainer()
-        ewc = methods.ElasticWeightConsolidation(EWC_lambda=1.0, EWC_fisher_batches=2, EWC_fisher_estimate=estimate)
-        ewc.build(trainer)
-        ewc.end_task(trainer, tasks_for_labels(label=1))
-        return ewc.fisher[0].numpy()
+        method = ewc.ElasticWeightConsolidation(EWC_lambda=1.0, EWC_fisher_batches=2, EWC_fisher_estimate=estimate)
+        method.build(trainer)
+        method.end_task(trainer, tasks_for_labels(label=1))
+        return method.fisher[0].numpy()
 
     before = fisher()
     loss = objective.generator_loss
@@ -151,7 +151,7 @@ def test_ewc_penalty_is_zero_in_task_1_and_at_the_anchor_and_its_formula_after(m
     expected = 0.5 * 1e9 * sum(float(np.sum(f.astype(np.float64) * (t - a) ** 2))
                                for f, t, a in zip(fisher, theta, anchor))
     assert expected > 0
-    penalty = methods.ElasticWeightConsolidation(EWC_lambda=1e9, EWC_fisher_batches=1)
+    penalty = ewc.ElasticWeightConsolidation(EWC_lambda=1e9, EWC_fisher_batches=1)
     penalty.fisher = trainer.method.fisher
     value = penalty.generator_terms(trainer.models, None, None)['ewc_penalty']
     np.testing.assert_allclose(float(value), expected, rtol=1e-4)

@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from helpers import make_trainer, spec_tensors, tasks_for
-from training import methods
+from training import mergan
 from training.trainer import Replay
 
 def test_replay_alignment_is_zero_when_generators_agree_and_in_first_task(mnist_5k, tmp_path):
@@ -26,7 +26,7 @@ def test_replay_alignment_term_matches_its_formula(mnist_5k, tmp_path):
     labels = tf.repeat(tf.range(3), 21)
     old_images = old_generator(z, labels, groups=3)
     replay = Replay(z, labels, 3, tf.constant(3.0))
-    terms = methods.ReplayAlignment(1e-3).generator_terms(trainer.models, None, replay)
+    terms = mergan.ReplayAlignment(1e-3).generator_terms(trainer.models, None, replay)
     difference = generator(z, labels, groups=3).numpy() - old_images.numpy()
     expected = 1e-3 * 0.5 * np.sum(difference.astype(np.float64) ** 2) / 3
     assert expected > 0

@@ -5,42 +5,42 @@ import tensorflow as tf
 
 import main
 from helpers import kill_resume_and_compare, make_trainer, run_cli, tasks_for
-from training import methods
+from training import rehearsal
 from training.trainer import Replay
 
 
 def rehearsal_trainer(data, tmp_path, per_class=5):
-    return make_trainer(data, 'rehearsal', tmp_path, method_object=methods.Rehearsal(rehearsal_per_class=per_class))
+    return make_trainer(data, 'rehearsal', tmp_path, method_object=rehearsal.Rehearsal(rehearsal_per_class=per_class))
 
 
 def test_the_images_kept_of_a_class_are_its_own_seeded_and_repeated_when_short(mnist_5k):
-    kept = methods.stored_images(mnist_5k, 3, 7, seed=0)
+    kept = rehearsal.stored_images(mnist_5k, 3, 7, seed=0)
     own = mnist_5k.train_x[mnist_5k.train_y == 3]
     assert kept.shape == (7, 32, 32, 1) and kept.dtype == np.uint8
     assert all(any(np.array_equal(image, candidate) for candidate in own) for image in kept)
-    np.testing.assert_array_equal(kept, methods.stored_images(mnist_5k, 3, 7, seed=0))
-    assert not np.array_equal(kept, methods.stored_images(mnist_5k, 3, 7, seed=1))
-    every = methods.stored_images(mnist_5k, 3, len(own) + 10, seed=0)  # more than the class has
+    np.testing.assert_array_equal(kept, rehearsal.stored_images(mnist_5k, 3, 7, seed=0))
+    assert not np.array_equal(kept, rehearsal.stored_images(mnist_5k, 3, 7, seed=1))
+    every = rehearsal.stored_images(mnist_5k, 3, len(own) + 10, seed=0)  # more than the class has
     np.testing.assert_array_equal(every[len(own):], every[:10])
 
 
 def test_each_finished_class_fills_its_row_of_the_buffer_and_replays_come_from_it(mnist_5k, tmp_path):
     trainer = rehearsal_trainer(mnist_5k, tmp_path)
-    rehearsal = trainer.method
+    method = trainer.method
     task1, task2 = tasks_for(mnist_5k, 2)
-    assert not np.any(rehearsal.buffer.numpy())
+    assert not np.any(method.buffer.numpy())
     trainer.end_task(task1)
-    buffer = rehearsal.buffer.numpy()
-    np.testing.assert_array_equal(buffer[0], methods.stored_images(mnist_5k, 0, 5, seed=0))
+    buffer = method.buffer.numpy()
+    np.testing.assert_array_equal(buffer[0], rehearsal.stored_images(mnist_5k, 0, 5, seed=0))
     assert not np.any(buffer[1:])
     trainer.end_task(task2)
-    np.testing.assert_array_equal(rehearsal.buffer.numpy()[1], methods.stored_images(mnist_5k, 1, 5, seed=0))
+    np.testing.assert_array_equal(method.buffer.numpy()[1], rehearsal.stored_images(mnist_5k, 1, 5, seed=0))
     # the first noise coordinate picks the stored image: Phi(z_0) in [k/5, (k+1)/5) -> image k
     z = np.zeros((4, 128), np.float32)
     z[:, 0] = [-3.0, -0.5, 0.5, 3.0]  # Phi: 0.001, 0.31, 0.69, 0.999
     labels = tf.constant([0, 0, 1, 1])
-    images = rehearsal.replayed_images(trainer.models, Replay(tf.constant(z), labels, 2, tf.constant(2.0))).numpy()
-    expected = np.stack([buffer[0, 0], buffer[0, 1], rehearsal.buffer.numpy()[1, 3], rehearsal.buffer.numpy()[1, 4]])
+    images = method.replayed_images(trainer.models, Replay(tf.constant(z), labels, 2, tf.constant(2.0))).numpy()
+    expected = np.stack([buffer[0, 0], buffer[0, 1], method.buffer.numpy()[1, 3], method.buffer.numpy()[1, 4]])
     np.testing.assert_array_equal(images, expected.astype(np.float32) / 127.5 - 1.0)
 
 

@@ -6,10 +6,10 @@ import tensorflow as tf
 
 import run_folder
 from helpers import make_trainer, spec_tensors, tasks_for
-from training import methods
+from training import dgr, ewc, method_base, methods
 
 
-class MisnamedTerms(methods.Method):
+class MisnamedTerms(method_base.Method):
     generator_term_names = ('declared',)
 
     def generator_terms(self, models, inputs, replay):
@@ -23,7 +23,7 @@ def test_terms_other_than_the_declared_ones_fail_before_the_first_task_trains(mn
     assert int(trainer.generator_optimizer.iterations) == 0
 
 
-class InputProbe(methods.Method):
+class InputProbe(method_base.Method):
     """Terms that read the step's draws: constants of the weights, so training is unchanged."""
     critic_term_names = ('real_label', 'fake_label', 'fakes_are_g_of_z')
     generator_term_names = ('no_real_batch', 'fake_label')
@@ -58,15 +58,14 @@ def test_every_registered_method_has_a_flag_or_is_the_baseline():
 
 
 def test_a_run_saved_before_an_option_existed_resumes_and_tests_with_the_value_it_used(tmp_path):
-    dgr = methods.DeepGenerativeReplay
-    assert methods.method_for('dgr', {}).solver_steps == methods.SOLVER_STEPS == 500
-    assert methods.method_for('ewc', {'EWC_lambda': 1e5}).fisher_batches == methods.FISHER_BATCHES == 50
+    assert methods.method_for('dgr', {}).solver_steps == dgr.SOLVER_STEPS == 500
+    assert methods.method_for('ewc', {'EWC_lambda': 1e5}).fisher_batches == ewc.FISHER_BATCHES == 50
     (tmp_path / 'config.json').write_text(json.dumps({**run_folder.RUN_MARKER, 'run': {'mode': 'dgr'}}))
     identity = {'method': 'dgr', 'DGR_solver_steps': 500}
-    claim = run_folder.claim_result_path(str(tmp_path), identity, True, False, dgr.older_run_options())
+    older = dgr.DeepGenerativeReplay.older_run_options()
+    claim = run_folder.claim_result_path(str(tmp_path), identity, True, False, older)
     assert claim == 'resume'
     with pytest.raises(run_folder.UsageError, match='DGR_solver_steps: saved 500, now 20'):
-        run_folder.claim_result_path(str(tmp_path), {**identity, 'DGR_solver_steps': 20}, True, False,
-                                dgr.older_run_options())
+        run_folder.claim_result_path(str(tmp_path), {**identity, 'DGR_solver_steps': 20}, True, False, older)
     with pytest.raises(run_folder.UsageError, match='DGR_solver_steps: saved None, now 500'):
         run_folder.claim_result_path(str(tmp_path), identity, True, False)

@@ -10,7 +10,7 @@ from PIL import Image
 import report
 import reproduce
 from files import write_files
-from reporting import figures, run_results, tables
+from reporting import figures, run_results, summaries, tables
 from reporting import reproduction as readme_tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +109,7 @@ def test_summarise_copies_the_summary_and_no_checkpoint(tmp_path):
     dest = tmp_path / 'reproduction' / 'mnist_5k_3' / 'ra'
     os.makedirs(dest / 'test')
     Image.fromarray(grid(1)).save(dest / 'test' / 'task_9_class_1.png')  # from an earlier summary
-    written = reproduce.summarise(run, str(dest), ['python main.py --RA', 'python main.py --test'], 3725.4,
+    written = summaries.summarise(run, str(dest), ['python main.py --RA', 'python main.py --test'], 3725.4,
                                   ['train 3700 s in 2 session(s)'])
     expected = ['command.txt', 'config.json', 'results.csv', 'results.json',
                 'test/task_3_class_0.png', 'test/task_3_class_2.png']
@@ -123,7 +123,7 @@ def test_summarise_copies_the_summary_and_no_checkpoint(tmp_path):
     mode, top = load(dest / 'test' / 'task_3_class_2.png')
     assert mode == 'L' and top.shape == (2 * TILE, 10 * TILE)  # the first 20 of 100 samples
     assert np.array_equal(top, grid(2)[:2 * TILE])
-    assert reproduce.wall_time_of(str(dest / 'command.txt')) == 3725
+    assert summaries.wall_time_of(str(dest / 'command.txt')) == 3725
     # Figure 3 reads the summary as it reads the run
     results = run_results.load_results(str(dest))
     assert all(np.array_equal(a, b) for a, b in zip(figures.figure3_rows(str(dest), results)[::2],
@@ -133,8 +133,8 @@ def test_summarise_copies_the_summary_and_no_checkpoint(tmp_path):
 def test_summarise_refuses_an_untested_run_before_writing(tmp_path):
     run = fake_run(tmp_path / 'run')
     os.remove(os.path.join(run, 'results.csv'))
-    with pytest.raises(reproduce.ReproduceError, match='no results.csv'):
-        reproduce.summarise(run, str(tmp_path / 'dest'), ['python main.py'])
+    with pytest.raises(summaries.SummaryError, match='no results.csv'):
+        summaries.summarise(run, str(tmp_path / 'dest'), ['python main.py'])
     os.remove(os.path.join(run, 'results.json'))
     assert reproduce.main(['summarise', run, str(tmp_path / 'dest'), '--command', 'x']) == 2
     assert not (tmp_path / 'dest').exists()
@@ -150,7 +150,7 @@ def test_protocol_runs_each_seed_in_a_folder_of_its_own_and_pools_them_in_one_ce
         seed = int(run.rpartition('_seed')[2]) if '_seed' in run else 0
         if step == 'test':
             fake_run(run_dir, mode='jtr', tasks=5, seed=seed)
-        reproduce.log_session(log_dir, run, step, 10.0)
+        summaries.log_session(log_dir, run, step, 10.0)
 
     reproduce.run_protocol('mnist_5k', 3, 5, ['jtr'], str(reproduction), str(results), execute=execute,
                            seeds=(0, 1, 2))
@@ -171,7 +171,7 @@ def test_protocol_in_bfloat16_trains_a_group_of_its_own(tmp_path, capsys):
 
     def execute(argv, log_dir, run, step):
         trained.append(argv) if step == 'train' else fake_run(argv[argv.index('--result_path') + 1], tasks=5)
-        reproduce.log_session(log_dir, run, step, 10.0)
+        summaries.log_session(log_dir, run, step, 10.0)
 
     reproduce.run_protocol('mnist_5k', 3, 5, ['ra'], str(reproduction), str(results), execute=execute,
                            seeds=(0, 1), precision='mixed_bfloat16')
@@ -190,7 +190,7 @@ def test_protocol_in_bfloat16_trains_a_group_of_its_own(tmp_path, capsys):
 
 
 def test_format_duration():
-    assert [reproduce.format_duration(s) for s in (45, 200, 3720, 7199.6)] == \
+    assert [summaries.format_duration(s) for s in (45, 200, 3720, 7199.6)] == \
         ['45 s', '3 min 20 s', '1 h 02 min', '2 h 00 min']
 
 
@@ -207,7 +207,7 @@ def test_protocol_runs_what_is_not_summarised_and_makes_the_report(tmp_path, cap
         run_dir = argv[argv.index('--result_path') + 1]
         if step == 'test':
             fake_run(run_dir, tasks=2, grids=(0, 1))
-        reproduce.log_session(log_dir, run, step, 10.0)
+        summaries.log_session(log_dir, run, step, 10.0)
 
     reproduce.run_protocol('mnist_5k', 3, 2, ['joint_5', 'sft', 'ra'], str(reproduction), str(results),
                            test_flags=['--eval_samples', '64'], execute=execute)

@@ -6,7 +6,7 @@ import tensorflow as tf
 import runs
 from data import group_by_class
 from helpers import make_trainer, spec_tensors, tasks_for, weights_of
-from training import methods, sampling
+from training import method_base, sampling
 from training.objective import StepInputs
 
 def test_sequential_tasks_cover_one_class_each(mnist_5k):
@@ -35,7 +35,7 @@ def test_old_generator_is_frozen_while_new_generator_learns(mnist_5k, tmp_path):
     assert not any(id(v) in optimised for v in trainer.models.old_generator.trainable_variables)
 
 
-class RecordingMethod(methods.Method):
+class RecordingMethod(method_base.Method):
     """Hands the replay batch it gets to a test's function."""
     generator_term_names = ('replay_alignment',)
 

@@ -55,7 +55,7 @@ class Models(NamedTuple):
 
 class Replay(NamedTuple):
     """What a method gets from task 2 on: noise and labels of the earlier classes,
-    one equal, consecutive group per class, and class_scale (see methods.py).
+    one equal, consecutive group per class, and class_scale (see mergan.py).
     An unconditional replay (DGR) is one batch with groups=None and labels unused."""
     z: object
     labels: object
