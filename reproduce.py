@@ -25,6 +25,7 @@ import sys
 import time
 
 import exits
+import run_folder
 import utils
 from reporting import figures, reproduction, run_results, summaries, tables
 
@@ -111,6 +112,10 @@ def run_protocol(dataset, iters, tasks, runs, reproduction_dir=REPRODUCTION_DIR,
             if dry_run:
                 continue
             started = os.path.isfile(os.path.join(REPO, run_dir, 'config.json'))
+            if started and not run_folder.holds_checkpoint(os.path.join(REPO, run_dir)):
+                # Stopped before its first checkpoint: --resume would refuse, and nothing there can be continued.
+                train = ['--overwrite' if arg == '--resume' else arg for arg in train]
+                print(f'{group}/{name}: {run_dir} holds no checkpoint yet; started again with --overwrite', flush=True)
             if started and name not in summaries.read_wall_times(log_dir):
                 summaries.log_session(log_dir, name, 'train', None)  # trained before this log: time unknown
             execute(train, log_dir, name, 'train')

@@ -248,6 +248,16 @@ def load_or_create_fixed_noise(result_path, seed, z_dim, count=GRID_SIZE):
     return noise
 
 
+def holds_checkpoint(result_path):
+    """Whether --resume has something to continue from: the latest checkpoint (the index file
+    tf.train.CheckpointManager writes) or an end-of-task one."""
+    checkpoints = os.path.join(result_path, 'checkpoints')
+    if os.path.isfile(os.path.join(checkpoints, 'latest', 'checkpoint')):
+        return True
+    tasks = os.path.join(checkpoints, 'tasks')
+    return os.path.isdir(tasks) and any(re.fullmatch(r'task_\d+\.index', name) for name in os.listdir(tasks))
+
+
 def task_checkpoint_path(result_path, task_number):
     """The prefix of a task's end-of-task checkpoint (TensorFlow adds .index and .data-*);
     also read without TensorFlow, by report.py."""

@@ -242,6 +242,27 @@ def test_protocol_runs_what_is_not_summarised_and_makes_the_report(tmp_path, cap
     assert (reproduction / 'mnist_5k_3' / 'figure4.png').read_bytes() == b'\x89PNG by report.py --figure4'
 
 
+@pytest.mark.parametrize('checkpoint, flag', [(None, '--overwrite'), ('latest/checkpoint', '--resume'),
+                                              ('tasks/task_2.index', '--resume')])
+def test_protocol_starts_again_a_run_stopped_before_its_first_checkpoint(tmp_path, capsys, checkpoint, flag):
+    reproduction, results = tmp_path / 'reproduction', tmp_path / 'results'
+    run_dir = results / 'reproduce_mnist_5k_3' / 'sft'
+    files = {'config.json': '{}', 'fixed_noise.npy': 'noise', 'checkpoints/latest/ckpt-1_temp/x': 'half written'}
+    write_files(run_dir, {**files, **({f'checkpoints/{checkpoint}': 'ckpt'} if checkpoint else {})})
+    trained = []
+
+    def execute(argv, log_dir, run, step):
+        trained.append(argv) if step == 'train' else fake_run(run_dir, tasks=2)
+        summaries.log_session(log_dir, run, step, 10.0)
+
+    reproduce.run_protocol('mnist_5k', 3, 2, ['sft'], str(reproduction), str(results), execute=execute)
+    assert trained == [['main.py', '--dataset', 'mnist_5k', '--iters', '3', '--num_tasks', '2',
+                        '--result_path', str(run_dir), flag]]
+    started_again = 'sft: ' + str(run_dir) + ' holds no checkpoint yet; started again with --overwrite'
+    assert (started_again in capsys.readouterr().out) == (checkpoint is None)
+    assert f'--result_path {run_dir} {flag}\n' in (reproduction / 'mnist_5k_3' / 'sft' / 'command.txt').read_text()
+
+
 def test_protocol_dry_run_prints_the_paper_budgets(tmp_path, capsys):
     reproduce.run_protocol('mnist_5k', 1000, 10, list(reproduce.PROTOCOL), str(tmp_path / 'reproduction'),
                            dry_run=True, execute=None)
