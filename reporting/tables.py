@@ -145,7 +145,24 @@ def build_table(runs, paper=None):
                  'mean ± sample standard deviation over n runs that differ only in their seed.')
     lines += comparison_notes([r for r in runs if paper_dataset(r['dataset']) in paper['table1']['datasets']])
     lines += [f'{name} has no paper value: the paper does not use it.' for label, name, cells in rows if not cells]
+    note = options_note(runs, columns)
+    if note:
+        lines.append(note)
     return '\n'.join(lines)
+
+
+def options_note(runs, columns):
+    """Each column's method options, so that a column without a detail (DGR alone in its
+    group) still says how its runs were made; None if no run has any. Precision is left
+    out: a group's heading names it."""
+    parts = []
+    for column in columns:
+        options = {key: value for results in runs if column_of(results, runs) == column
+                   for key, value in method_options(results).items() if key != 'precision'}
+        if options:
+            parts.append(f'{column}: ' + ', '.join(f'{key} {format_option(value)}'
+                                                   for key, value in sorted(options.items())))
+    return 'Method options: ' + '; '.join(parts) + '.' if parts else None
 
 
 def build_lsun_table(runs, paper=None):

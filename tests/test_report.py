@@ -133,6 +133,16 @@ def test_runs_of_one_method_with_other_settings_are_columns_of_their_own():
     assert after5['DGR (DGR_replay_share balanced)'] == '82.0 ± 2.8 (n=2) (paper 90.39)'
 
 
+def test_the_table_names_each_columns_method_options_even_where_the_column_has_no_detail():
+    half = sequential('fashion_mnist', 'dgr', [0.65] * 5, DGR_replay_share='half', DGR_solver_steps=500)
+    ra = [sequential('fashion_mnist', 'ra', [0.6] * 5, seed=s, RA_factor=0.001, precision='float32') for s in (0, 1)]
+    table = tables.build_table([half, *ra, sequential('fashion_mnist', 'sft', [0.2] * 5)])
+    assert row(table, '| Dataset |')[5] == 'DGR'  # alone in its group: no detail in the header
+    assert table.splitlines()[-1] == ('Method options: DGR: DGR_replay_share half, DGR_solver_steps 500; '
+                                      'MeRGAN-RA: RA_factor 0.001.')
+    assert 'Method options' not in tables.build_table([sequential('fashion_mnist', 'sft', [0.2] * 5)])
+
+
 def test_runs_in_bfloat16_are_never_pooled_with_float32_runs():
     older = sequential('mnist_5k', 'ra', [0.88] * 5)  # results.json from before the precision was recorded
     float32 = sequential('mnist_5k', 'ra', [0.86] * 5, seed=1, precision='float32')
