@@ -12,6 +12,7 @@ import os
 from typing import NamedTuple
 
 import numpy as np
+import scipy.stats
 
 import data
 import run_folder
@@ -276,21 +277,44 @@ ORDER_TASKS = 5
 ORDER_REFERENCE = 'MNIST'  # whose order a dataset the paper does not use (Fashion-MNIST) is held to
 
 
+SIGNIFICANCE = 0.05  # two-sided, per pair; no correction for the many pairs
+
+
+class Difference(NamedTuple):
+    """Mean of the higher cell minus the lower's, and Welch's test of it (None where a side has
+    one run): the standard error sqrt(s_l^2/n_l + s_h^2/n_h), t, its Welch-Satterthwaite
+    degrees of freedom and the two-sided p-value."""
+    value: float
+    error: float = None
+    t: float = None
+    dof: float = None
+    p: float = None
+
+
 def difference_statistics(lower, higher):
-    """(mean of higher - mean of lower, standard error of that difference or None when a side
-    has one run): Welch's sqrt(s_l^2/n_l + s_h^2/n_h)."""
     (mean_l, spread_l, count_l), (mean_h, spread_h, count_h) = cell_statistics(lower), cell_statistics(higher)
+    value = mean_h - mean_l
     if spread_l is None or spread_h is None:
-        return mean_h - mean_l, None
-    return mean_h - mean_l, float(np.sqrt(spread_l ** 2 / count_l + spread_h ** 2 / count_h))
+        return Difference(value)
+    part_l, part_h = spread_l ** 2 / count_l, spread_h ** 2 / count_h
+    error = float(np.sqrt(part_l + part_h))
+    if error == 0:  # both cells without spread: any difference is certain, none is none
+        return Difference(value, 0.0, None, None, 0.0 if value else 1.0)
+    dof = (part_l + part_h) ** 2 / (part_l ** 2 / (count_l - 1) + part_h ** 2 / (count_h - 1))
+    t = value / error
+    return Difference(value, error, t, dof, float(2 * scipy.stats.t.sf(abs(t), dof)))
 
 
-def order_verdict(difference, error):
-    if error is None:
+def order_verdict(difference):
+    if difference.p is None:
         return 'one run on a side: no spread'
-    if abs(difference) <= 2 * error:
+    if difference.p >= SIGNIFICANCE:
         return 'within the spread'
-    return 'larger than the spread, ' + ('in the paper\'s order' if difference > 0 else 'against the paper\'s order')
+    return 'larger than the spread, ' + ('in the paper\'s order' if difference.value > 0 else 'against the paper\'s order')
+
+
+def format_p(p):
+    return '< 0.001' if p < 0.001 else f'{p:.3f}'
 
 
 def signed_points(fraction):
@@ -302,8 +326,7 @@ def signed_points(fraction):
 
 def build_order_table(runs, paper):
     """Markdown: each pair of Table 1 columns that the paper puts in an order after 5 tasks,
-    the measured difference and whether it exceeds twice its standard error; None without
-    such a pair."""
+    the measured difference and Welch's test of it; None without such a pair."""
     columns = [c for c in table1_columns(runs, paper) if c.label in paper['table1']['methods']]
     lines = []
     for dataset in sorted({r['dataset'] for r in runs if paper_dataset(r['dataset']) != 'LSUN'}):
@@ -316,19 +339,24 @@ def build_order_table(runs, paper):
             for higher in ranked[index + 1:]:
                 if paper_value[lower] == paper_value[higher]:
                     continue
-                difference, error = difference_statistics(measured[lower], measured[higher])
+                difference = difference_statistics(measured[lower], measured[higher])
                 lines.append(f'| {dataset} | {lower} < {higher} ({reference}: {paper_value[lower]:.2f} < '
-                             f'{paper_value[higher]:.2f}) | {signed_points(difference)} | '
-                             f'{MISSING if error is None else f"{100 * error:.1f}"} | '
-                             f'{order_verdict(difference, error)} |')
+                             f'{paper_value[higher]:.2f}) | {signed_points(difference.value)} | '
+                             f'{MISSING if difference.error is None else f"{100 * difference.error:.1f}"} | '
+                             f'{MISSING if difference.t is None else f"{difference.t:.1f} ({difference.dof:.1f})"} | '
+                             f'{MISSING if difference.p is None else format_p(difference.p)} | '
+                             f'{order_verdict(difference)} |')
     if not lines:
         return None
     return '\n'.join([f'| Dataset | Pair, as the paper orders it after {ORDER_TASKS} tasks | Measured difference '
-                      '(points) | Standard error | Verdict |', '|---|---|---|---|---|', *lines, '',
+                      '(points) | Standard error | Welch t (df) | p | Verdict |', '|---|---|---|---|---|---|---|',
+                      *lines, '',
                       f'Mean accuracy after {ORDER_TASKS} tasks of the second method minus the first\'s, over '
-                      'the runs of each cell; standard error sqrt(s1²/n1 + s2²/n2); "larger than the spread" '
-                      f'where the difference exceeds twice it. Datasets the paper does not use are held to '
-                      f'its {ORDER_REFERENCE} order.'])
+                      'the runs of each cell; standard error sqrt(s1²/n1 + s2²/n2); Welch\'s t-test with '
+                      'Welch-Satterthwaite degrees of freedom, two-sided; "larger than the spread" where p < '
+                      f'{SIGNIFICANCE:g}, for each pair on its own (no correction for the number of pairs). With two '
+                      'or three runs a side the test is weak: a difference it does not call larger is not shown '
+                      f'to be absent. Datasets the paper does not use are held to its {ORDER_REFERENCE} order.'])
 
 
 def markdown_report(runs, names, paper=None):

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -94,6 +95,21 @@ def test_a_cell_of_several_seeds_is_their_mean_sample_std_and_count():
     assert row(tables.build_table(three), '| MNIST (mnist_5k) | 5 tasks')[6] == '97.0 ± 2.0 (n=3) (paper 97.93)'
 
 
+def test_welchs_test_of_a_difference_against_the_closed_form_for_four_degrees_of_freedom():
+    # equal spreads (2 points) and n=3 a side: df = 2(n - 1) = 4; t = 10 / sqrt(4/3 + 4/3) = 6.124
+    found = tables.difference_statistics([0.10, 0.12, 0.14], [0.20, 0.22, 0.24])
+    assert found.value == pytest.approx(0.1) and found.error == pytest.approx(0.0163299, rel=1e-5)
+    assert found.t == pytest.approx(6.1237244, rel=1e-7) and found.dof == pytest.approx(4.0)
+    # Student's t with 4 df: F(t) = 1/2 + (3/8) x (1 - t^2 / (12 (1 + t^2/4))), x = t / sqrt(1 + t^2/4)
+    t = found.t
+    x = t / np.sqrt(1 + t * t / 4)
+    assert found.p == pytest.approx(2 * (0.5 - 3 / 8 * x * (1 - t * t / (12 * (1 + t * t / 4)))), rel=1e-9)
+    assert found.p == pytest.approx(0.0036022, rel=1e-4)
+    assert tables.difference_statistics([0.5], [0.6, 0.7]) == tables.Difference(pytest.approx(0.15))
+    assert tables.difference_statistics([0.5, 0.5], [0.6, 0.6]).p == 0.0  # no spread on either side
+    assert tables.difference_statistics([0.5, 0.5], [0.5, 0.5]).p == 1.0
+
+
 def test_pairs_the_paper_orders_get_their_difference_its_standard_error_and_a_verdict():
     ra = [sequential('mnist_5k', 'ra', [v] * 5, seed=s) for s, v in enumerate((0.88, 0.88, 0.89))]
     jtr = [sequential('mnist_5k', 'jtr', [v] * 5, seed=s) for s, v in enumerate((0.97, 0.96, 0.98))]
@@ -105,14 +121,17 @@ def test_pairs_the_paper_orders_get_their_difference_its_standard_error_and_a_ve
     # paper, MNIST after 5: SFT 19.87 < DGR 90.39 < JTR 97.93 < RA 98.19; EWC and joint not measured
     assert list(rows) == ['SFT < DGR', 'SFT < MeRGAN-JTR', 'SFT < MeRGAN-RA', 'DGR < MeRGAN-JTR', 'DGR < MeRGAN-RA',
                           'MeRGAN-JTR < MeRGAN-RA']
-    # RA - JTR = 88.333 - 97.0 = -8.667; SE = sqrt(0.3333/3 + 1.0/3) = 0.667: 13 SE against the order
-    assert rows['MeRGAN-JTR < MeRGAN-RA'] == ['-8.7', '0.7', "larger than the spread, against the paper's order"]
-    # JTR - DGR = 97.0 - 83.0 = 14.0; SE = sqrt(1.0/3 + 18.0/2) = 3.06: 4.6 SE in the order
-    assert rows['DGR < MeRGAN-JTR'] == ['+14.0', '3.1', "larger than the spread, in the paper's order"]
-    assert rows['SFT < DGR'] == ['+63.0', '–', 'one run on a side: no spread']
+    # RA - JTR = 88.333 - 97.0 = -8.667; SE = sqrt(1.0/3 + 0.3333/3) = 0.667, t = -13.0;
+    # df = 0.4444^2 / ((1/3)^2/2 + (1/9)^2/2) = 3.2
+    assert rows['MeRGAN-JTR < MeRGAN-RA'] == ['-8.7', '0.7', '-13.0 (3.2)', '< 0.001',
+                                              "larger than the spread, against the paper's order"]
+    # JTR - DGR = 97.0 - 83.0 = 14.0; SE = sqrt(1.0/3 + 18.0/2) = 3.06, t = 4.6, but on
+    # df = 9.333^2 / ((1/3)^2/2 + 9^2/1) = 1.07: p = 0.12, where twice the SE would have called it
+    assert rows['DGR < MeRGAN-JTR'] == ['+14.0', '3.1', '4.6 (1.1)', '0.124', 'within the spread']
+    assert rows['SFT < DGR'] == ['+63.0', '–', '–', '–', 'one run on a side: no spread']
     close = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.86, 0.90))]
-    assert tables.build_order_table(ra + close, run_results.load_paper()).splitlines()[2].split(' | ')[2:] == [
-        '+0.3', '2.0', 'within the spread |']  # 88.33 - 88.0; SE sqrt(0.3333/3 + 8.0/2) = 2.03
+    assert tables.build_order_table(ra + close, run_results.load_paper()).splitlines()[2].split(' | ')[2:4] == [
+        '+0.3', '2.0']  # 88.33 - 88.0; SE sqrt(0.3333/3 + 8.0/2) = 2.03
     level = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.8830, 0.8833))]
     assert tables.build_order_table(ra + level, run_results.load_paper()).splitlines()[2].split(' | ')[2] == '0.0'
     fashion = [sequential('fashion_mnist', 'ra', [0.6] * 5), sequential('fashion_mnist', 'dgr', [0.65] * 5)]
