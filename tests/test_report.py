@@ -130,8 +130,8 @@ def test_pairs_the_paper_orders_get_their_difference_its_standard_error_and_a_ve
     assert rows['DGR < MeRGAN-JTR'] == ['+14.0', '3.1', '4.6 (1.1)', '0.124', 'within the spread']
     assert rows['SFT < DGR'] == ['+63.0', '–', '–', '–', 'one run on a side: no spread']
     close = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.86, 0.90))]
-    assert tables.build_order_table(ra + close, run_results.load_paper()).splitlines()[2].split(' | ')[2:4] == [
-        '+0.3', '2.0']  # 88.33 - 88.0; SE sqrt(0.3333/3 + 8.0/2) = 2.03
+    assert tables.build_order_table(ra + close, run_results.load_paper()).splitlines()[2].split(' | ')[2:] == [
+        '+0.3', '2.0', '0.2 (1.1)', '0.895', 'within the spread |']  # 88.33 - 88.0; SE sqrt(0.3333/3 + 8.0/2) = 2.03
     level = [sequential('mnist_5k', 'dgr', [v] * 5, seed=s) for s, v in enumerate((0.8830, 0.8833))]
     assert tables.build_order_table(ra + level, run_results.load_paper()).splitlines()[2].split(' | ')[2] == '0.0'
     fashion = [sequential('fashion_mnist', 'ra', [0.6] * 5), sequential('fashion_mnist', 'dgr', [0.65] * 5)]
