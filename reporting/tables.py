@@ -298,7 +298,7 @@ def difference_statistics(lower, higher):
         return Difference(value)
     part_l, part_h = spread_l ** 2 / count_l, spread_h ** 2 / count_h
     error = float(np.sqrt(part_l + part_h))
-    if error == 0:  # both cells without spread: any difference is certain, none is none
+    if error == 0:  # no spread on either side: any difference is beyond it, a tie is not
         return Difference(value, 0.0, None, None, 0.0 if value else 1.0)
     dof = (part_l + part_h) ** 2 / (part_l ** 2 / (count_l - 1) + part_h ** 2 / (count_h - 1))
     t = value / error
